@@ -1,0 +1,169 @@
+//! What the user typed: the clap derive definitions and their help text. No logic lives here;
+//! [`crate::config`] turns these raw values into validated options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Bulk-register users into a Messente Verigator 2FA service, resumably.
+///
+/// Credentials come only from the environment: VERIGATOR_USERNAME and VERIGATOR_PASSWORD.
+#[derive(Debug, Parser)]
+#[command(name = "verigator-sync", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register the users of a CSV file in a Verigator service.
+    #[command(after_help = IMPORT_EXAMPLES)]
+    Import(ImportArgs),
+    /// Show counts per service and status, and the last runs.
+    Status(StatusArgs),
+    /// Write the ledger as CSV: how you store the UserIDs in your own database.
+    Export(ExportArgs),
+    /// Serve an in-memory Verigator on loopback for tests, demos and rehearsals.
+    Simulate(SimulateArgs),
+    /// Import the bundled sample into a built-in simulator, twice, to show what a run looks like.
+    Demo,
+}
+
+const IMPORT_EXAMPLES: &str = "\
+Examples:
+  VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p \\
+    verigator-sync import --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 users.csv
+  cat users.csv | verigator-sync import --service-id SID --json -
+
+Exit codes: 0 all rows synced or present; 1 some rows are not; 2 usage or input error; 3 aborted.";
+
+/// Options shared by every subcommand that reads the ledger.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The SQLite ledger file (created on first import).
+    #[arg(long, env = "VERIGATOR_LEDGER", default_value = "verigator-sync.db")]
+    pub ledger: PathBuf,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file to import; `-` reads standard input.
+    pub csv: PathBuf,
+    /// The Verigator API's base URL.
+    #[arg(
+        long,
+        env = "VERIGATOR_BASE_URL",
+        default_value = "https://api.verigator.com"
+    )]
+    pub base_url: String,
+    /// The ServiceID to register users in.
+    #[arg(long, env = "VERIGATOR_SERVICE_ID")]
+    pub service_id: Option<String>,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Requests per second, retries included (the API's documented ceiling is 150/s per IP).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Requests that may go out at once above the steady rate.
+    #[arg(long, default_value_t = 1)]
+    pub burst: u32,
+    /// Attempts per row before it is left as `retry` for the next run.
+    #[arg(long, default_value_t = 6)]
+    pub max_attempts: u32,
+    /// Seconds to wait for one answer.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// The header of the id column (default: the first of id_in_service, username, email, login).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// The header of the phone column (default: the first of phone_number, phone, mobile, msisdn).
+    #[arg(long)]
+    pub phone_column: Option<String>,
+    /// The field delimiter (default: detected from the header among , ; tab |).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Complete national numbers with this country's prefix (ISO code, e.g. EE).
+    #[arg(long)]
+    pub default_region: Option<String>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no periodic progress lines.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this service.
+    #[arg(long, env = "VERIGATOR_SERVICE_ID")]
+    pub service_id: Option<String>,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only this service.
+    #[arg(long, env = "VERIGATOR_SERVICE_ID")]
+    pub service_id: Option<String>,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Only these statuses, comma-separated (synced,present,failed,retry).
+    #[arg(long, value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The API username the simulator accepts.
+    #[arg(long, default_value = "demo")]
+    pub username: String,
+    /// The API password the simulator accepts (a throwaway: the simulator guards nothing).
+    #[arg(long, default_value = "demo")]
+    pub password: String,
+    /// Status of a successful create: 201 as documented, or 200 as the live server was seen to answer.
+    #[arg(long, default_value_t = 201, value_parser = clap::value_parser!(u16).range(200..=201))]
+    pub create_status: u16,
+    /// Only these services exist (repeat or comma-separate); default: any service id is accepted.
+    #[arg(long, value_delimiter = ',')]
+    pub service_id: Vec<String>,
+    /// Probability of answering a create with 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Probability of dropping the connection on a create without answering.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Answer 429 with Retry-After above this many requests per second.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Milliseconds added to every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Answer 422 to creates whose phone matches this regular expression.
+    #[arg(long)]
+    pub reject_phone: Option<String>,
+    /// CSV of users that already exist (id_in_service, phone_number[, service_id]).
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+}

@@ -1,0 +1,180 @@
+//! One function per subcommand: build the runtime, call the stage modules, print the result, and
+//! return the exit code. The typed [`Error`] here is what `main` maps to an exit code.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::cli::{ExportArgs, ImportArgs, SimulateArgs, StatusArgs};
+use crate::config::{self, ConfigError, ImportConfig};
+use crate::import::{self, ImportError};
+use crate::ledger::{ExportError, Ledger, LedgerError, Status};
+use crate::report;
+use crate::simulator::{self, SeedError, SimConfig};
+
+/// Why a command could not do its job.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Bad options or environment.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The import could not start or its input broke.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// `export` failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The simulator's seed file.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// A simulator option.
+    #[error("{0}")]
+    Simulator(String),
+    /// Output or runtime failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// A single-threaded runtime: the pipeline is one loop plus HTTP, and cross-thread wake-ups per
+/// row cost more than they give (the CSV reader has its own thread).
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("cannot start the async runtime"))
+}
+
+/// `import`.
+pub fn import(args: ImportArgs) -> Result<u8, Error> {
+    let config = ImportConfig::from_args(args)?;
+    let summary = runtime()?.block_on(import::run(&config))?;
+    print_summary(&summary, config.json)?;
+    Ok(summary.exit_code())
+}
+
+/// Prints the summary: the table on stderr, and with `json` one object on stdout.
+pub fn print_summary(summary: &report::Summary, json: bool) -> Result<(), Error> {
+    let mut err = std::io::stderr().lock();
+    let _ = summary.write_text(&mut err);
+    if json {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", summary.to_json()).map_err(Error::io("cannot write to stdout"))?;
+    }
+    Ok(())
+}
+
+/// `status`.
+pub fn status(args: StatusArgs) -> Result<u8, Error> {
+    let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
+    let mut out = std::io::stdout().lock();
+    report::status(&ledger, args.service_id.as_deref(), args.json, &mut out)?;
+    Ok(crate::exit::OK)
+}
+
+/// `export`.
+pub fn export(args: ExportArgs) -> Result<u8, Error> {
+    let statuses = args
+        .status
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Status::parse(s).ok_or_else(|| ConfigError::BadStatus(s.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
+    let service = args.service_id.as_deref();
+    match &args.out {
+        None => report::export(&ledger, service, &statuses, std::io::stdout().lock())?,
+        Some(path) => {
+            // Write beside the target and rename, so a failed export never leaves half a file.
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let what = format!("cannot write {}", path.display());
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(what.clone()))?;
+            report::export(
+                &ledger,
+                service,
+                &statuses,
+                std::io::BufWriter::new(tmp.as_file_mut()),
+            )?;
+            tmp.persist(path).map_err(|e| Error::io(what)(e.error))?;
+        }
+    }
+    Ok(crate::exit::OK)
+}
+
+/// `simulate`.
+pub fn simulate(args: SimulateArgs) -> Result<u8, Error> {
+    let listen = loopback(args.listen)?;
+    let config = SimConfig {
+        username: args.username,
+        password: args.password,
+        create_status: args.create_status,
+        service_ids: (!args.service_id.is_empty()).then_some(args.service_id),
+        fail_rate: probability("fail-rate", args.fail_rate)?,
+        reset_rate: probability("reset-rate", args.reset_rate)?,
+        rate_limit: args.rate_limit,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        reject_phone: args
+            .reject_phone
+            .map(|r| {
+                regex::Regex::new(&r).map_err(|e| Error::Simulator(format!("--reject-phone: {e}")))
+            })
+            .transpose()?,
+        seed: args
+            .seed
+            .map(|p| simulator::load_seed(&p))
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("cannot start the async runtime"))?
+        .block_on(simulator::run(listen, config))
+        .map_err(Error::io(format!("simulator on {listen}")))?;
+    Ok(crate::exit::OK)
+}
+
+fn loopback(addr: SocketAddr) -> Result<SocketAddr, Error> {
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(Error::Simulator(format!(
+            "--listen {addr}: the simulator serves loopback addresses only (127.0.0.0/8, ::1)"
+        )))
+    }
+}
+
+fn probability(flag: &str, p: f64) -> Result<f64, Error> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(Error::Simulator(format!(
+            "--{flag} {p}: use a probability from 0 to 1"
+        )))
+    }
+}
+
+/// `base_url` for the demo: the simulator is loopback, so plain HTTP passes the same check users get.
+pub fn demo_base_url(raw: &str) -> Result<url::Url, Error> {
+    Ok(config::base_url(raw)?)
+}

@@ -1,0 +1,23 @@
+//! The process exit codes: the one place that decides them. Scripts and cron jobs branch on these,
+//! so they are API: never renumber, only add.
+
+/// Every row of the input is now `synced` or `present` in the ledger.
+pub const OK: u8 = 0;
+/// The run finished, but some rows are not synced or present (failed, invalid, retry, changed, …).
+pub const INCOMPLETE: u8 = 1;
+/// Usage, configuration or input error; nothing was sent. clap's own usage errors use it too.
+pub const USAGE: u8 = 2;
+/// The run was aborted: a signal, a fatal answer from the API (401/403/404), or a ledger in use.
+pub const ABORTED: u8 = 3;
+
+/// The exit code for a command that could not do its job.
+pub fn of(error: &crate::commands::Error) -> u8 {
+    use crate::commands::Error;
+    use crate::import::ImportError;
+    use crate::ledger::LedgerError;
+    match error {
+        Error::Import(ImportError::Ledger(LedgerError::Locked { .. }))
+        | Error::Ledger(LedgerError::Locked { .. }) => ABORTED,
+        _ => USAGE,
+    }
+}

@@ -1,0 +1,947 @@
+//! The SQLite ledger: opening (checks, pragmas, migrations), the per-file run lock, lookups,
+//! recording outcomes in batched transactions, the runs table, and the queries behind `status` and
+//! `export`. The only file with SQL; it knows nothing of HTTP or CSV.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use serde::Serialize;
+use thiserror::Error;
+
+/// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
+const APPLICATION_ID: i64 = 0x5653_4E43;
+/// The schema, append-only: never edit a released migration.
+const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_ledger.sql")];
+/// A batch of writes is committed after this many rows…
+const BATCH_ROWS: usize = 1000;
+/// …or after this long, whichever comes first (the issue allows about a second; less loses less).
+const BATCH_AGE: Duration = Duration::from_millis(200);
+/// How long `status`/`export` wait for a writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The remote state of a user as the ledger knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created by us; the UserID is known.
+    Synced,
+    /// Existed already (409); the UserID is known once resolved.
+    Present,
+    /// Refused permanently (400/422, other 4xx); not resent.
+    Failed,
+    /// A transient failure outlasted the attempts; the next run sends it again.
+    Retry,
+}
+
+impl Status {
+    /// All statuses, in display order.
+    pub const ALL: [Status; 4] = [
+        Status::Synced,
+        Status::Present,
+        Status::Failed,
+        Status::Retry,
+    ];
+
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Synced => "synced",
+            Status::Present => "present",
+            Status::Failed => "failed",
+            Status::Retry => "retry",
+        }
+    }
+
+    /// Parses a stored or user-given name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s.trim())
+    }
+}
+
+/// Why the ledger cannot be used.
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// Another run holds the lock.
+    #[error("ledger {path} is in use by another run ({holder}); wait for it to finish")]
+    Locked {
+        /// The ledger.
+        path: String,
+        /// Who holds it, as written in the lock file.
+        holder: String,
+    },
+    /// The file exists but is not a ledger (or is corrupt); it was left untouched.
+    #[error(
+        "{path} is not a verigator-sync ledger ({reason}); it was left untouched: pass another --ledger"
+    )]
+    NotALedger {
+        /// The file.
+        path: String,
+        /// What was found.
+        reason: String,
+    },
+    /// The ledger was written by a newer verigator-sync.
+    #[error(
+        "ledger {path} has schema version {found}, newer than this binary knows ({known}); upgrade verigator-sync"
+    )]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// `status`/`export` on a ledger that does not exist.
+    #[error("ledger {0} does not exist: run an import first, or pass --ledger")]
+    Missing(String),
+    /// The ledger file or its lock cannot be created or opened.
+    #[error("ledger {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite failed (disk full, I/O error, …).
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// What the ledger knows about one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// SQLite's rowid: a dense small integer, used to mark rows seen in this run.
+    pub rowid: i64,
+    /// The phone number last sent.
+    pub phone_number: String,
+    /// The status.
+    pub status: Status,
+    /// The UserID, when known.
+    pub user_id: Option<String>,
+}
+
+/// One outcome to record.
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    /// The user's id in the customer's service.
+    pub id_in_service: &'a str,
+    /// The phone number sent.
+    pub phone_number: &'a str,
+    /// The new status.
+    pub status: Status,
+    /// The UserID, when the API returned one.
+    pub user_id: Option<&'a str>,
+    /// The creation time the API returned.
+    pub ctime: Option<&'a str>,
+    /// Requests made for this row in this run.
+    pub attempts: u32,
+    /// The last error, for failed and retry rows.
+    pub last_error: Option<&'a str>,
+}
+
+/// An open ledger. Writes are batched into transactions committed every [`BATCH_ROWS`] rows or
+/// [`BATCH_AGE`]; call [`Ledger::commit`] before dropping to keep the last batch.
+pub struct Ledger {
+    conn: Connection,
+    path: String,
+    in_transaction: bool,
+    batch_rows: usize,
+    batch_started: Instant,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl Ledger {
+    /// Opens (creating with mode 0600 if needed) and locks the ledger for an import. Fails with
+    /// [`LedgerError::Locked`] at once if another run holds it; a lock left by a dead process is an
+    /// OS lock that died with it, so it never blocks.
+    pub fn open_for_import(path: &Path) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        let io = |source| LedgerError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let lock = acquire_lock(path, &shown)?;
+        let fresh = match std::fs::metadata(path) {
+            Ok(meta) => meta.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Created here, not by SQLite, so the phone numbers inside are private from the start.
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io)?;
+                true
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| sqlite(&shown, source))?;
+        if !fresh {
+            check_is_ledger(&conn, &shown)?;
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(|source| sqlite(&shown, source))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| sqlite(&shown, source))?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| LedgerError::NotALedger {
+                path: shown.clone(),
+                reason: format!("migration failed: {e}"),
+            })?;
+        Ok(Ledger {
+            conn,
+            path: shown,
+            in_transaction: false,
+            batch_rows: 0,
+            batch_started: Instant::now(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing ledger for reading (`status`, `export`), without taking the run lock, so
+    /// it works while an import runs.
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        if !path.exists() {
+            return Err(LedgerError::Missing(shown));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| sqlite(&shown, source))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| sqlite(&shown, source))?;
+        check_is_ledger(&conn, &shown)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|source| sqlite(&shown, source))?;
+        if version < MIGRATIONS.len() as i64 {
+            return Err(LedgerError::NotALedger {
+                path: shown,
+                reason: format!(
+                    "schema version {version} is older than this binary's; run an import once to upgrade it"
+                ),
+            });
+        }
+        Ok(Ledger {
+            conn,
+            path: shown,
+            in_transaction: false,
+            batch_rows: 0,
+            batch_started: Instant::now(),
+            _lock: None,
+        })
+    }
+
+    /// The ledger's path as shown in messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        sqlite(&self.path, source)
+    }
+
+    fn begin(&mut self) -> Result<(), LedgerError> {
+        if !self.in_transaction {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.err(e))?;
+            self.in_transaction = true;
+            self.batch_rows = 0;
+            self.batch_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Looks a user up. Sees this run's uncommitted writes too (same connection).
+    pub fn lookup(
+        &mut self,
+        service_id: &str,
+        id_in_service: &str,
+    ) -> Result<Option<Entry>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT rowid, phone_number, status, user_id FROM users
+                 WHERE service_id = ?1 AND id_in_service = ?2",
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        stmt.query_row(params![service_id, id_in_service], |r| {
+            let status: String = r.get(2)?;
+            Ok(Entry {
+                rowid: r.get(0)?,
+                phone_number: r.get(1)?,
+                status: Status::parse(&status).unwrap_or(Status::Retry),
+                user_id: r.get(3)?,
+            })
+        })
+        .optional()
+        .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Records an outcome inside the current batch and returns the row's rowid.
+    pub fn record(&mut self, service_id: &str, w: &Change<'_>) -> Result<i64, LedgerError> {
+        self.begin()?;
+        let rowid = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
+                                        attempts, last_error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (service_id, id_in_service) DO UPDATE SET
+                        phone_number = excluded.phone_number, status = excluded.status,
+                        user_id = excluded.user_id, ctime = excluded.ctime,
+                        attempts = users.attempts + excluded.attempts,
+                        last_error = excluded.last_error, updated_at = excluded.updated_at
+                     RETURNING rowid",
+                )
+                .map_err(|e| sqlite(&self.path, e))?;
+            stmt.query_row(
+                params![
+                    service_id,
+                    w.id_in_service,
+                    w.phone_number,
+                    w.status.as_str(),
+                    w.user_id,
+                    w.ctime,
+                    w.attempts,
+                    w.last_error,
+                    now()
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| sqlite(&self.path, e))?
+        };
+        self.batch_rows += 1;
+        Ok(rowid)
+    }
+
+    /// Commits the current batch if it is big or old enough. Call often; it is cheap.
+    pub fn commit_if_due(&mut self) -> Result<(), LedgerError> {
+        if self.in_transaction
+            && (self.batch_rows >= BATCH_ROWS || self.batch_started.elapsed() >= BATCH_AGE)
+        {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Opens a read transaction for a run of lookups, so that a chunk of lookups shares one
+    /// snapshot instead of one implicit transaction each.
+    pub fn hold(&mut self) -> Result<(), LedgerError> {
+        self.begin()
+    }
+
+    /// Commits whatever is pending.
+    pub fn commit(&mut self) -> Result<(), LedgerError> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a run in the runs table (committed at once, so `status` shows it while it runs).
+    pub fn begin_run(&mut self, service_id: &str, input: &str) -> Result<i64, LedgerError> {
+        self.commit()?;
+        self.conn
+            .execute(
+                "INSERT INTO runs (service_id, input, pid, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![service_id, input, std::process::id(), now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes a run with its counts and exit code, committing everything.
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        counts: &RunCounts,
+        exit_code: u8,
+    ) -> Result<(), LedgerError> {
+        self.commit()?;
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, rows = ?3, skipped = ?4, sent = ?5, synced = ?6,
+                    present = ?7, failed = ?8, invalid = ?9, retry = ?10, duplicate = ?11, changed = ?12,
+                    resolved = ?13, exit_code = ?14
+                 WHERE id = ?1",
+                params![
+                    run_id,
+                    now(),
+                    counts.rows,
+                    counts.skipped,
+                    counts.sent,
+                    counts.synced,
+                    counts.present,
+                    counts.failed,
+                    counts.invalid,
+                    counts.retry,
+                    counts.duplicate,
+                    counts.changed,
+                    counts.resolved,
+                    exit_code
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The `present` rows of a service whose UserID is still unknown.
+    pub fn unresolved(&mut self, service_id: &str) -> Result<Vec<String>, LedgerError> {
+        self.commit()?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id_in_service FROM users
+                 WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL",
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        stmt.query_map(params![service_id], |r| r.get(0))
+            .map_err(|e| sqlite(&self.path, e))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Fills in the UserID of a `present` row found in the service's user list.
+    pub fn resolve(
+        &mut self,
+        service_id: &str,
+        id_in_service: &str,
+        user_id: &str,
+        ctime: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE users SET user_id = ?3, ctime = COALESCE(?4, ctime), updated_at = ?5
+                 WHERE service_id = ?1 AND id_in_service = ?2 AND status = 'present' AND user_id IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![service_id, id_in_service, user_id, ctime, now()]))
+            .map_err(|e| sqlite(&self.path, e))?;
+        self.batch_rows += 1;
+        Ok(())
+    }
+
+    /// Counts per service and status, with how many `present` rows lack a UserID.
+    pub fn counts(&self, service_id: Option<&str>) -> Result<Vec<ServiceCounts>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT service_id, status, COUNT(*), SUM(user_id IS NULL) FROM users
+                 WHERE ?1 IS NULL OR service_id = ?1
+                 GROUP BY service_id, status ORDER BY service_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![service_id]).map_err(|e| self.err(e))?;
+        let mut out: Vec<ServiceCounts> = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| sqlite(&self.path, e))? {
+            let service: String = r.get(0).map_err(|e| sqlite(&self.path, e))?;
+            let status: String = r.get(1).map_err(|e| sqlite(&self.path, e))?;
+            let n: u64 = r.get(2).map_err(|e| sqlite(&self.path, e))?;
+            let missing: u64 = r.get(3).map_err(|e| sqlite(&self.path, e))?;
+            if out.last().is_none_or(|c| c.service_id != service) {
+                out.push(ServiceCounts {
+                    service_id: service,
+                    ..ServiceCounts::default()
+                });
+            }
+            let Some(c) = out.last_mut() else { continue };
+            match Status::parse(&status) {
+                Some(Status::Synced) => c.synced = n,
+                Some(Status::Present) => {
+                    c.present = n;
+                    c.present_without_user_id = missing;
+                }
+                Some(Status::Failed) => c.failed = n,
+                Some(Status::Retry) | None => c.retry += n,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` runs, newest first.
+    pub fn runs(
+        &self,
+        service_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, service_id, input, pid, started_at, finished_at, rows, skipped, sent, synced,
+                        present, failed, invalid, retry, duplicate, changed, resolved, exit_code
+                 FROM runs WHERE ?1 IS NULL OR service_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![service_id, limit], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    service_id: r.get(1)?,
+                    input: r.get(2)?,
+                    pid: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    counts: RunCounts {
+                        rows: r.get(6)?,
+                        skipped: r.get(7)?,
+                        sent: r.get(8)?,
+                        synced: r.get(9)?,
+                        present: r.get(10)?,
+                        failed: r.get(11)?,
+                        invalid: r.get(12)?,
+                        retry: r.get(13)?,
+                        duplicate: r.get(14)?,
+                        changed: r.get(15)?,
+                        resolved: r.get(16)?,
+                    },
+                    exit_code: r.get(17)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Calls `each` for every user row, ordered by service and id, optionally filtered.
+    pub fn for_each_user(
+        &self,
+        service_id: Option<&str>,
+        statuses: &[Status],
+        mut each: impl FnMut(&UserRow) -> std::io::Result<()>,
+    ) -> Result<(), ExportError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT service_id, id_in_service, phone_number, user_id, status, ctime, updated_at, last_error
+                 FROM users WHERE ?1 IS NULL OR service_id = ?1 ORDER BY service_id, rowid",
+            )
+            .map_err(|e| ExportError::Ledger(self.err(e)))?;
+        let mut rows = stmt
+            .query(params![service_id])
+            .map_err(|e| ExportError::Ledger(self.err(e)))?;
+        while let Some(r) = rows
+            .next()
+            .map_err(|e| ExportError::Ledger(sqlite(&self.path, e)))?
+        {
+            let get = |i| -> Result<Option<String>, ExportError> {
+                r.get(i)
+                    .map_err(|e| ExportError::Ledger(sqlite(&self.path, e)))
+            };
+            let status_text = get(4)?.unwrap_or_default();
+            let status = Status::parse(&status_text).unwrap_or(Status::Retry);
+            if !statuses.is_empty() && !statuses.contains(&status) {
+                continue;
+            }
+            let row = UserRow {
+                service_id: get(0)?.unwrap_or_default(),
+                id_in_service: get(1)?.unwrap_or_default(),
+                phone_number: get(2)?.unwrap_or_default(),
+                user_id: get(3)?,
+                status,
+                ctime: get(5)?,
+                updated_at: get(6)?.unwrap_or_default(),
+                last_error: get(7)?,
+            };
+            each(&row).map_err(ExportError::Write)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed export: the ledger or the output.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// Reading the ledger failed.
+    #[error(transparent)]
+    Ledger(LedgerError),
+    /// Writing the output failed.
+    #[error("cannot write the export: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// One row of the users table, as exported.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserRow {
+    /// The ServiceID.
+    pub service_id: String,
+    /// The user's id in the customer's service.
+    pub id_in_service: String,
+    /// The phone number sent.
+    pub phone_number: String,
+    /// The Verigator UserID.
+    pub user_id: Option<String>,
+    /// The status.
+    pub status: Status,
+    /// When Verigator created the user.
+    pub ctime: Option<String>,
+    /// When the ledger row last changed.
+    pub updated_at: String,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// Per-service counts for `status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceCounts {
+    /// The ServiceID.
+    pub service_id: String,
+    /// Rows synced.
+    pub synced: u64,
+    /// Rows present.
+    pub present: u64,
+    /// Present rows whose UserID is unknown yet.
+    pub present_without_user_id: u64,
+    /// Rows failed.
+    pub failed: u64,
+    /// Rows to retry.
+    pub retry: u64,
+}
+
+/// The counts a run ends with; the vocabulary of the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    /// Data rows read.
+    pub rows: u64,
+    /// Already final in the ledger with the same phone.
+    pub skipped: u64,
+    /// Rows sent to the API.
+    pub sent: u64,
+    /// Created.
+    pub synced: u64,
+    /// Already existed (409).
+    pub present: u64,
+    /// Refused permanently.
+    pub failed: u64,
+    /// Rejected locally.
+    pub invalid: u64,
+    /// Left for the next run.
+    pub retry: u64,
+    /// Repeated ids within the file.
+    pub duplicate: u64,
+    /// Synced or present before with another phone.
+    pub changed: u64,
+    /// Present rows whose UserID was found in the user list.
+    pub resolved: u64,
+}
+
+/// One row of the runs table.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: i64,
+    /// The ServiceID.
+    pub service_id: String,
+    /// The input file's name.
+    pub input: String,
+    /// The process id of the run.
+    pub pid: i64,
+    /// When it started.
+    pub started_at: String,
+    /// When it finished (none while running, or if it was killed).
+    pub finished_at: Option<String>,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    /// Its exit code.
+    pub exit_code: Option<i64>,
+}
+
+fn sqlite(path: &str, source: rusqlite::Error) -> LedgerError {
+    LedgerError::Sqlite {
+        path: path.to_string(),
+        source,
+    }
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// Refuses files that are not our ledger, and ledgers newer than this binary, without writing.
+fn check_is_ledger(conn: &Connection, shown: &str) -> Result<(), LedgerError> {
+    let not_ledger = |reason: String| LedgerError::NotALedger {
+        path: shown.to_string(),
+        reason,
+    };
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
+        return Err(not_ledger(if app_id == 0 {
+            "a SQLite database with other tables".to_string()
+        } else {
+            format!("a SQLite database with application id {app_id:#x}")
+        }));
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(LedgerError::TooNew {
+            path: shown.to_string(),
+            found: version,
+            known,
+        });
+    }
+    let integrity: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    if integrity != "ok" {
+        return Err(not_ledger(format!("integrity check failed: {integrity}")));
+    }
+    Ok(())
+}
+
+/// Takes the OS lock on `<ledger>.lock` and writes who holds it, for the next run's message.
+fn acquire_lock(path: &Path, shown: &str) -> Result<File, LedgerError> {
+    let lock_path = lock_path(path);
+    let io = |source| LedgerError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(LedgerError::Locked {
+                path: shown.to_string(),
+                holder: if holder.is_empty() {
+                    "unknown process".to_string()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    write!(file, "pid {}, started {}", std::process::id(), now()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open_for_import(&dir.path().join("l.db")).expect("open");
+        (dir, l)
+    }
+
+    fn write<'a>(id: &'a str, status: Status, user_id: Option<&'a str>) -> Change<'a> {
+        Change {
+            id_in_service: id,
+            phone_number: "+37255555555",
+            status,
+            user_id,
+            ctime: None,
+            attempts: 1,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn migrations_validate() {
+        migrations().validate().expect("migrations are valid");
+    }
+
+    #[test]
+    fn record_and_lookup_round_trip() {
+        let (_d, mut l) = ledger();
+        assert_eq!(l.lookup("s", "a").expect("lookup"), None);
+        let rowid = l
+            .record("s", &write("a", Status::Synced, Some("u1")))
+            .expect("record");
+        let e = l.lookup("s", "a").expect("lookup").expect("found");
+        assert_eq!(
+            (e.rowid, e.status, e.user_id.as_deref()),
+            (rowid, Status::Synced, Some("u1"))
+        );
+        assert_eq!(l.lookup("other", "a").expect("lookup"), None);
+        l.record("s", &write("a", Status::Retry, None))
+            .expect("record");
+        l.commit().expect("commit");
+        let n: i64 = l
+            .conn
+            .query_row("SELECT attempts FROM users", [], |r| r.get(0))
+            .expect("attempts");
+        assert_eq!(n, 2, "attempts accumulate over runs");
+    }
+
+    #[test]
+    fn resolve_fills_only_unknown_present_rows() {
+        let (_d, mut l) = ledger();
+        l.record("s", &write("p", Status::Present, None))
+            .expect("record");
+        l.record("s", &write("q", Status::Synced, Some("u2")))
+            .expect("record");
+        assert_eq!(
+            l.unresolved("s").expect("unresolved"),
+            vec!["p".to_string()]
+        );
+        l.resolve("s", "p", "u1", Some("t")).expect("resolve");
+        l.resolve("s", "q", "zzz", None).expect("resolve");
+        assert!(l.unresolved("s").expect("unresolved").is_empty());
+        assert_eq!(
+            l.lookup("s", "q")
+                .expect("q")
+                .expect("q")
+                .user_id
+                .as_deref(),
+            Some("u2")
+        );
+    }
+
+    #[test]
+    fn second_open_is_locked_and_names_the_holder() {
+        let (dir, _l) = ledger();
+        let err = Ledger::open_for_import(&dir.path().join("l.db")).expect_err("must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("in use by another run")
+                && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn lock_is_released_on_drop() {
+        let (dir, l) = ledger();
+        drop(l);
+        Ledger::open_for_import(&dir.path().join("l.db")).expect("reopens");
+    }
+
+    #[test]
+    fn new_ledger_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, _l) = ledger();
+        let mode = std::fs::metadata(dir.path().join("l.db"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn refuses_foreign_files_without_touching_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(
+            &text,
+            "hello, this is not sqlite at all, just some text to fill a page",
+        )
+        .expect("write");
+        assert!(matches!(
+            Ledger::open_for_import(&text),
+            Err(LedgerError::NotALedger { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&text).expect("read"),
+            "hello, this is not sqlite at all, just some text to fill a page"
+        );
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .and_then(|c| c.execute_batch("CREATE TABLE t (x)"))
+            .expect("other db");
+        let before = std::fs::read(&other).expect("read");
+        assert!(matches!(
+            Ledger::open_for_import(&other),
+            Err(LedgerError::NotALedger { .. })
+        ));
+        assert_eq!(std::fs::read(&other).expect("read"), before);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let (dir, l) = ledger();
+        l.conn
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        drop(l);
+        let err = Ledger::open_for_import(&dir.path().join("l.db")).expect_err("must be refused");
+        assert!(
+            matches!(err, LedgerError::TooNew { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn counts_and_runs() {
+        let (_d, mut l) = ledger();
+        let run = l.begin_run("s", "in.csv").expect("run");
+        l.record("s", &write("a", Status::Synced, Some("u")))
+            .expect("a");
+        l.record("s", &write("b", Status::Present, None))
+            .expect("b");
+        let counts = RunCounts {
+            rows: 2,
+            ..RunCounts::default()
+        };
+        l.finish_run(run, &counts, 1).expect("finish");
+        let c = l.counts(None).expect("counts");
+        assert_eq!(
+            (
+                c.len(),
+                c[0].synced,
+                c[0].present,
+                c[0].present_without_user_id
+            ),
+            (1, 1, 1, 1)
+        );
+        let runs = l.runs(Some("s"), 10).expect("runs");
+        assert_eq!((runs[0].counts.rows, runs[0].exit_code), (2, Some(1)));
+    }
+}

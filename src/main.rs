@@ -1,0 +1,25 @@
+//! The `verigator-sync` binary: parse the command line, run the subcommand, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use verigator_sync::cli::{Cli, Command};
+use verigator_sync::{commands, demo, exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Import(args) => commands::import(args),
+        Command::Status(args) => commands::status(args),
+        Command::Export(args) => commands::export(args),
+        Command::Simulate(args) => commands::simulate(args),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit::of(&error))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Sockets: the accept loop and one hyper HTTP/1 connection per client, serving the axum router.
+//! Written by hand instead of `axum::serve` because a simulated reset must close the connection
+//! without any answer, which only an error from the hyper service can do.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::routes::DropConnection;
+
+/// How long to back off when `accept` fails (e.g. out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// The error that makes hyper abandon a connection mid-request.
+#[derive(Debug, thiserror::Error)]
+#[error("simulated connection reset")]
+struct ConnectionReset;
+
+/// Accepts connections until `shutdown` changes or its sender is dropped; then asks every open
+/// connection to finish its in-flight request and close.
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    latency: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        // Small JSON answers must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            router.clone(),
+            latency,
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    latency: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            if response.extensions().get::<DropConnection>().is_some() {
+                return Err(ConnectionReset);
+            }
+            Ok::<_, ConnectionReset>(response)
+        }
+    });
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    // Errors are the client's business (or a simulated reset): the connection just ends.
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
