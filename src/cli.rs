@@ -27,6 +27,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Write the ledger as CSV: how you store the UserIDs in your own database.
     Export(ExportArgs),
+    /// Compare the service's users at Verigator with the ledger (changes it only with --fix).
+    Reconcile(ReconcileArgs),
     /// Serve an in-memory Verigator on loopback for tests, demos and rehearsals.
     Simulate(SimulateArgs),
     /// Import the bundled sample into a built-in simulator, twice, to show what a run looks like.
@@ -49,11 +51,9 @@ pub struct LedgerArgs {
     pub ledger: PathBuf,
 }
 
-/// `import`.
+/// Where the API is and which service to use.
 #[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// The CSV file to import; `-` reads standard input.
-    pub csv: PathBuf,
+pub struct ApiArgs {
     /// The Verigator API's base URL.
     #[arg(
         long,
@@ -64,6 +64,15 @@ pub struct ImportArgs {
     /// The ServiceID to register users in.
     #[arg(long, env = "VERIGATOR_SERVICE_ID")]
     pub service_id: Option<String>,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file to import; `-` reads standard input.
+    pub csv: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(flatten)]
     pub ledger: LedgerArgs,
     /// Requests in flight at once.
@@ -99,6 +108,57 @@ pub struct ImportArgs {
     /// No progress bar and no periodic progress lines.
     #[arg(long)]
     pub no_progress: bool,
+    /// Print the plan (what would be sent, skipped, rejected) without any request or ledger write.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send at most N rows this run (a canary); the rest stay pending for the next run.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Write every row that did not end synced, present or skipped to this CSV (re-importable).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Send again the rows the API refused in earlier runs (after fixing the cause).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Replace users whose phone changed: delete at Verigator, create again, record the new UserID.
+    #[arg(long)]
+    pub apply_changes: bool,
+    /// Print only errors and the summary.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log the outcome of every request (phone numbers masked).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Seconds to wait for the user list.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one CSV line per disagreement here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Change the ledger: mark users deleted at Verigator for re-registration, correct UserIDs.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// Output formats of `export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
 }
 
 /// `status`.
@@ -128,6 +188,9 @@ pub struct ExportArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
 }
 
 /// `simulate`.

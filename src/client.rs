@@ -204,10 +204,15 @@ impl Client {
         })
     }
 
-    fn users_url(&self, service_id: &str) -> Result<Url, String> {
-        self.base
-            .join(&format!("v1/service/service/{service_id}/users"))
-            .map_err(|e| format!("cannot build the request URL: {e}"))
+    /// `{base}/v1/service/service/{sid}/users[/{uid}]`, each id percent-encoded as one segment.
+    fn users_url(&self, service_id: &str, user_id: Option<&str>) -> Result<Url, String> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| format!("{} cannot take a path", self.base))?
+            .pop_if_empty()
+            .extend(["v1", "service", "service", service_id, "users"])
+            .extend(user_id);
+        Ok(url)
     }
 
     /// Registers one user, retrying transient failures.
@@ -225,7 +230,7 @@ impl Client {
                 };
             }
         };
-        let url = match self.users_url(service_id) {
+        let url = match self.users_url(service_id, None) {
             Ok(u) => u,
             Err(e) => {
                 return Attempted {
@@ -242,7 +247,7 @@ impl Client {
 
     /// Lists a service's users (to resolve the UserIDs of 409s), retrying transient failures.
     pub async fn list_users(&self, service_id: &str) -> Attempted<Result<UserList, ListError>> {
-        let url = match self.users_url(service_id) {
+        let url = match self.users_url(service_id, None) {
             Ok(u) => u,
             Err(e) => {
                 return Attempted {
@@ -253,6 +258,23 @@ impl Client {
         };
         self.with_retries(Method::GET, url, None, |x| classify_list(x, service_id))
             .await
+    }
+
+    /// Deletes a user (to replace it with a new phone), retrying transient failures.
+    pub async fn delete_user(&self, service_id: &str, user_id: &str) -> Attempted<Deleted> {
+        let url = match self.users_url(service_id, Some(user_id)) {
+            Ok(u) => u,
+            Err(e) => {
+                return Attempted {
+                    result: Retried::GaveUp(e),
+                    attempts: 0,
+                };
+            }
+        };
+        self.with_retries(Method::DELETE, url, None, |x| {
+            classify_delete(x, service_id)
+        })
+        .await
     }
 
     async fn with_retries<T>(
@@ -450,6 +472,46 @@ pub fn classify_create(exchange: Exchange, service_id: &str) -> Step<Created> {
         ))),
         429 | 500..=599 => transient(status, &body, retry_after),
         400..=499 => Step::Done(Created::Rejected(reason(status, &body))),
+        _ => Step::Later(format!("unexpected answer {}", reason(status, &body))),
+    }
+}
+
+/// The final answer to deleting a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// 2xx (the docs say 202).
+    Gone,
+    /// 404: not there (deleted before, or by an interrupted earlier replacement).
+    AlreadyGone,
+    /// Another 4xx.
+    Refused(String),
+    /// The run must stop.
+    Fatal(Fatal),
+}
+
+/// Classifies one answer to a delete.
+pub fn classify_delete(exchange: Exchange, service_id: &str) -> Step<Deleted> {
+    let (status, retry_after, body) = match exchange {
+        Exchange::Transport(reason) => {
+            return Step::Again {
+                reason,
+                floor: None,
+                pause_all: false,
+            };
+        }
+        Exchange::Answer {
+            status,
+            retry_after,
+            body,
+        } => (status, retry_after, body),
+    };
+    match status.as_u16() {
+        200..=299 => Step::Done(Deleted::Gone),
+        404 => Step::Done(Deleted::AlreadyGone),
+        401 => Step::Done(Deleted::Fatal(Fatal::Unauthorized)),
+        403 => Step::Done(Deleted::Fatal(Fatal::Forbidden(service_id.to_string()))),
+        429 | 500..=599 => transient(status, &body, retry_after),
+        400..=499 => Step::Done(Deleted::Refused(reason(status, &body))),
         _ => Step::Later(format!("unexpected answer {}", reason(status, &body))),
     }
 }

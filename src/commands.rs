@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use crate::cli::{ExportArgs, ImportArgs, SimulateArgs, StatusArgs};
+use crate::cli::{ExportArgs, ImportArgs, ReconcileArgs, SimulateArgs, StatusArgs};
 use crate::config::{self, ConfigError, ImportConfig};
 use crate::import::{self, ImportError};
 use crate::ledger::{ExportError, Ledger, LedgerError, Status};
+use crate::reconcile::{self, ReconcileConfig, ReconcileError};
 use crate::report;
 use crate::simulator::{self, SeedError, SimConfig};
 
@@ -28,6 +29,9 @@ pub enum Error {
     /// `export` failed.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// `reconcile` could not compare.
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
     /// The simulator's seed file.
     #[error(transparent)]
     Seed(#[from] SeedError),
@@ -100,7 +104,13 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
     let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
     let service = args.service_id.as_deref();
     match &args.out {
-        None => report::export(&ledger, service, &statuses, std::io::stdout().lock())?,
+        None => report::export(
+            &ledger,
+            service,
+            &statuses,
+            args.format,
+            std::io::stdout().lock(),
+        )?,
         Some(path) => {
             // Write beside the target and rename, so a failed export never leaves half a file.
             let dir = path
@@ -113,12 +123,32 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
                 &ledger,
                 service,
                 &statuses,
+                args.format,
                 std::io::BufWriter::new(tmp.as_file_mut()),
             )?;
             tmp.persist(path).map_err(|e| Error::io(what)(e.error))?;
         }
     }
     Ok(crate::exit::OK)
+}
+
+/// `reconcile`.
+pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
+    let config = ReconcileConfig::from_args(args.api, args.ledger.ledger, args.timeout, args.fix)?;
+    let findings = runtime()?.block_on(reconcile::run(&config))?;
+    let _ = findings.write_text(&mut std::io::stderr().lock());
+    if let Some(path) = &args.report {
+        let what = format!("cannot write {}", path.display());
+        let file = std::fs::File::create(path).map_err(Error::io(what.clone()))?;
+        findings
+            .write_report(std::io::BufWriter::new(file))
+            .map_err(Error::io(what))?;
+    }
+    if args.json {
+        writeln!(std::io::stdout().lock(), "{}", findings.to_json())
+            .map_err(Error::io("cannot write to stdout"))?;
+    }
+    Ok(findings.exit_code())
 }
 
 /// `simulate`.

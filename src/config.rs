@@ -11,7 +11,10 @@ use std::time::Duration;
 use thiserror::Error;
 use url::Url;
 
-use crate::cli::ImportArgs;
+use crate::cli::{ApiArgs, ImportArgs};
+
+/// The request rate of commands that make only a few requests.
+const DEFAULT_RATE: f64 = 20.0;
 
 /// Environment variable holding the API username.
 pub const USERNAME_VAR: &str = "VERIGATOR_USERNAME";
@@ -125,6 +128,31 @@ pub struct ClientOptions {
     pub timeout: Duration,
 }
 
+/// How much a run prints besides the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors and the summary only.
+    Quiet,
+    /// Row warnings and progress.
+    #[default]
+    Normal,
+    /// Also every request's outcome.
+    Verbose,
+}
+
+/// What a run may do besides sending new rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// Plan only: no request, no ledger write.
+    pub dry_run: bool,
+    /// Send at most this many rows.
+    pub limit: Option<u64>,
+    /// Send rows that failed before.
+    pub retry_failed: bool,
+    /// Replace users whose phone changed.
+    pub apply_changes: bool,
+}
+
 /// Everything one `import` needs.
 #[derive(Clone, Debug)]
 pub struct ImportConfig {
@@ -142,6 +170,12 @@ pub struct ImportConfig {
     pub json: bool,
     /// Show progress (bar on a terminal, periodic lines otherwise).
     pub progress: bool,
+    /// What else the run may do.
+    pub mode: Mode,
+    /// Where to write the per-row report.
+    pub report: Option<PathBuf>,
+    /// How much to print.
+    pub verbosity: Verbosity,
 }
 
 /// A configuration the user has to fix; nothing has been sent.
@@ -335,9 +369,22 @@ impl ImportConfig {
             delimiter: args.delimiter.as_deref().map(delimiter).transpose()?,
             default_region: args.default_region.as_deref().map(region).transpose()?,
         };
-        let service_id = service_id(args.service_id)?;
-        let base_url = base_url(&args.base_url)?;
-        let credentials = Credentials::from_env()?;
+        let service_id = service_id(args.api.service_id)?;
+        let base_url = base_url(&args.api.base_url)?;
+        let credentials = match Credentials::from_env() {
+            Ok(c) => c,
+            // A plan sends nothing, so it needs no credentials.
+            Err(_) if args.dry_run => Credentials {
+                username: String::new(),
+                password: Secret::new(""),
+            },
+            Err(e) => return Err(e),
+        };
+        let verbosity = match (args.quiet, args.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        };
         Ok(ImportConfig {
             source,
             input,
@@ -353,7 +400,47 @@ impl ImportConfig {
                 timeout: Duration::from_secs_f64(args.timeout),
             },
             json: args.json,
-            progress: !args.no_progress,
+            progress: !args.no_progress && verbosity != Verbosity::Quiet,
+            mode: Mode {
+                dry_run: args.dry_run,
+                limit: args.limit,
+                retry_failed: args.retry_failed,
+                apply_changes: args.apply_changes,
+            },
+            report: args.report,
+            verbosity,
+        })
+    }
+}
+
+impl crate::reconcile::ReconcileConfig {
+    /// Validates `reconcile`'s arguments and reads the credentials from the environment.
+    pub fn from_args(
+        api: ApiArgs,
+        ledger: PathBuf,
+        timeout: f64,
+        fix: bool,
+    ) -> Result<Self, ConfigError> {
+        if !timeout.is_finite() || timeout <= 0.0 || timeout > 3600.0 {
+            return Err(ConfigError::BadNumber {
+                flag: "timeout",
+                value: timeout.to_string(),
+                reason: "use more than 0 and at most 3600 seconds",
+            });
+        }
+        Ok(crate::reconcile::ReconcileConfig {
+            service_id: service_id(api.service_id)?,
+            ledger,
+            client: ClientOptions {
+                base_url: base_url(&api.base_url)?,
+                credentials: Credentials::from_env()?,
+                concurrency: NonZeroUsize::MIN,
+                rate: Some(DEFAULT_RATE),
+                burst: NonZeroU32::MIN,
+                max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
+                timeout: Duration::from_secs_f64(timeout),
+            },
+            fix,
         })
     }
 }

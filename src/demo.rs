@@ -60,6 +60,9 @@ async fn demo() -> Result<u8, Error> {
         },
         json: false,
         progress: true,
+        mode: crate::config::Mode::default(),
+        report: None,
+        verbosity: crate::config::Verbosity::Normal,
     };
     eprintln!(
         "demo: a simulated Verigator listens on {}; {ALREADY_THERE} of the sample's users exist there already.",
@@ -76,7 +79,7 @@ async fn demo() -> Result<u8, Error> {
     );
     let ledger = Ledger::open_read_only(&config.ledger)?;
     let mut out = Vec::new();
-    report::export(&ledger, None, &[], &mut out)?;
+    report::export(&ledger, None, &[], crate::cli::ExportFormat::Csv, &mut out)?;
     for line in String::from_utf8_lossy(&out).lines().take(6) {
         eprintln!("  {line}");
     }

@@ -15,9 +15,12 @@ pub fn of(error: &crate::commands::Error) -> u8 {
     use crate::commands::Error;
     use crate::import::ImportError;
     use crate::ledger::LedgerError;
+    use crate::reconcile::ReconcileError;
     match error {
         Error::Import(ImportError::Ledger(LedgerError::Locked { .. }))
-        | Error::Ledger(LedgerError::Locked { .. }) => ABORTED,
+        | Error::Ledger(LedgerError::Locked { .. })
+        | Error::Reconcile(ReconcileError::Ledger(LedgerError::Locked { .. }))
+        | Error::Reconcile(ReconcileError::List(_)) => ABORTED,
         _ => USAGE,
     }
 }

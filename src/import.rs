@@ -1,32 +1,29 @@
-//! The orchestration of one import run: read → classify against the ledger → send concurrently →
-//! record. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by `--concurrency`);
-//! classification, ledger writes, progress and counts happen here, one at a time, so nothing needs
-//! a lock. Also owns stopping: signals and fatal answers.
+//! The orchestration of one import run: read → decide against the ledger ([`crate::plan`]) →
+//! send concurrently → record. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by
+//! `--concurrency`); decisions, ledger writes, progress, logs and the report happen in this loop,
+//! one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use thiserror::Error;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::client::{Attempted, Client, ClientError, Created, Retried};
-use crate::config::ImportConfig;
-use crate::input::{self, InputError, Reader, Record, Row, User, mask_phone};
+use crate::client::{Attempted, Client, ClientError, Created, Deleted, ListError, Retried};
+use crate::config::{ImportConfig, Verbosity};
+use crate::input::{self, InputError, Record, Row, mask_phone};
 use crate::ledger::{Change, Ledger, LedgerError, RunCounts, Status};
+use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
-use crate::report::{Outcome, Summary};
+use crate::report::{Outcome, RowReport, Summary};
 use crate::throttle::Stop;
 
-/// Rows the reader thread hands over at once: large enough to amortise the channel.
-const CHUNK_ROWS: usize = 512;
-/// Chunks buffered between the reader thread and the pipeline.
-const CHUNKS_BUFFERED: usize = 4;
 /// How often the loop wakes to commit and refresh progress when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -45,111 +42,82 @@ pub enum ImportError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The `--report` file.
+    #[error("--report {path}: {source}")]
+    Report {
+        /// The report's path.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// A row to send.
-struct Job {
-    line: u64,
-    user: User,
+/// What a sent row got back: the delete of a replacement (if any), then the create.
+struct Answer {
+    deleted: Option<Retried<Deleted>>,
+    created: Attempted<Created>,
 }
 
-type Sending = Pin<Box<dyn Future<Output = (Job, Attempted<Created>)>>>;
+type Sending = Pin<Box<dyn Future<Output = (Job, Answer)>>>;
 
-/// Runs one import and returns its summary; `Err` only when the run could not start or the input
-/// broke part-way (recorded outcomes are committed first).
+/// Runs one import (or, with `--dry-run`, plans it) and returns its summary. `Err` only when the
+/// run could not start or the input broke part-way (recorded outcomes are committed first).
 pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let reader = input::open(&config.source, &config.input)?;
+    let report_error = |source| ImportError::Report {
+        path: config
+            .report
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    };
+    let report = config
+        .report
+        .as_deref()
+        .map(RowReport::create)
+        .transpose()
+        .map_err(report_error)?;
     let stop = Stop::default();
     let client = Arc::new(Client::new(&config.client, stop.clone())?);
-    let mut ledger = Ledger::open_for_import(&config.ledger)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ImportError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ImportError::Signals)?;
-    let run_id = ledger.begin_run(&config.service_id, reader.name())?;
-    let mut run = Run::new(
-        config,
-        ledger,
-        reader.name().to_string(),
-        Progress::new(config.progress, reader.size()),
+    let mut ledger = if config.mode.dry_run {
+        Ledger::open_for_plan(&config.ledger)?
+    } else {
+        Some(Ledger::open_for_import(&config.ledger)?)
+    };
+    let signals = (
+        signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
+        signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
     );
-    let (mut chunks, bytes) = spawn_reader(reader);
-
+    let run_id = match &mut ledger {
+        Some(l) if !config.mode.dry_run => Some(l.begin_run(&config.service_id, reader.name())?),
+        _ => None,
+    };
     let started = Instant::now();
-    let mut queue: VecDeque<Job> = VecDeque::new();
-    let mut in_flight: FuturesUnordered<Sending> = FuturesUnordered::new();
-    let mut input_done = false;
-    let mut input_error = None;
-    let mut signalled = false;
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut ticker = tokio::time::interval(TICK);
-    loop {
-        while !stop.is_triggered() && in_flight.len() < config.client.concurrency.get() {
-            let Some(job) = queue.pop_front() else { break };
-            run.counts.sent += 1;
-            let client = Arc::clone(&client);
-            let service = config.service_id.clone();
-            in_flight.push(Box::pin(async move {
-                let attempted = client.create_user(&service, &job.user).await;
-                (job, attempted)
-            }));
-        }
-        if in_flight.is_empty() && (input_done || stop.is_triggered()) {
-            break;
-        }
-        let wants_input =
-            !input_done && !stop.is_triggered() && queue.len() < config.client.concurrency.get();
-        tokio::select! {
-            biased;
-            _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
-                if signalled {
-                    run.progress.println("second signal: stopping now; requests in flight become retry");
-                    break;
-                }
-                signalled = true;
-                run.abort("interrupted by a signal".into());
-                stop.trigger();
-                deadline = Some(tokio::time::Instant::now() + config.client.timeout);
-                run.progress.println("stopping: no new requests; waiting for those in flight (signal again to stop at once)");
-            }
-            Some((job, attempted)) = in_flight.next(), if !in_flight.is_empty() => {
-                run.settle(job, attempted, &stop)?;
-            }
-            chunk = chunks.recv(), if wants_input => match chunk {
-                None => input_done = true,
-                Some(Ok(records)) => {
-                    for record in records {
-                        if let Some(job) = run.classify(record)? {
-                            queue.push_back(job);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    input_error = Some(e);
-                    stop.trigger();
-                }
-            },
-            () = sleep_until(deadline) => break,
-            _ = ticker.tick() => {}
-        }
-        run.ledger.commit_if_due()?;
-        run.progress.update(
-            bytes.load(std::sync::atomic::Ordering::Relaxed),
-            &run.counts,
-        );
-    }
-    // Rows still queued or in flight were not answered: the next run sends them again.
-    let unanswered = queue.len() + in_flight.len();
-    for _ in 0..unanswered {
-        run.tally(Outcome::Retry);
-    }
-    drop(in_flight);
-    run.ledger.commit()?;
-    if run.aborted.is_none() && input_error.is_none() {
-        run.resolve(&client).await?;
-    }
-    let unresolved = run.ledger.unresolved(&config.service_id)?.len() as u64;
+    let mut run = Run {
+        config,
+        planner: Planner::new(&config.service_id, config.mode),
+        ledger,
+        run_id,
+        input: reader.name().to_string(),
+        progress: Progress::new(config.progress, reader.size()),
+        report,
+        report_failure: None,
+        counts: RunCounts::default(),
+        unsettled: 0,
+        aborted: None,
+        flying: HashMap::new(),
+    };
+    let (chunks, bytes) = input::spawn(reader);
+    let input_error = run
+        .pump(Arc::clone(&client), &stop, chunks, &bytes, signals)
+        .await?;
+    let unresolved = run.finish(&client, &stop).await?;
     run.progress.finish();
     let summary = Summary {
         run_id,
+        dry_run: config.mode.dry_run,
         input: run.input.clone(),
         service_id: config.service_id.clone(),
         counts: run.counts.clone(),
@@ -163,7 +131,15 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     } else {
         summary.exit_code()
     };
-    run.ledger.finish_run(run_id, &summary.counts, code)?;
+    if let (Some(ledger), Some(id)) = (&mut run.ledger, run_id) {
+        ledger.finish_run(id, &summary.counts, code)?;
+    }
+    if let Some(e) = run.report_failure.take() {
+        return Err(report_error(e));
+    }
+    if let Some(report) = run.report.take() {
+        report.finish().map_err(report_error)?;
+    }
     match input_error {
         Some(e) => Err(e.into()),
         None => Ok(summary),
@@ -177,209 +153,326 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Reads and validates the CSV on its own thread, so that parsing overlaps the pipeline and a slow
-/// stdin never blocks the event loop. Reports bytes consumed for progress.
-fn spawn_reader(
-    mut reader: Reader,
-) -> (
-    mpsc::Receiver<Result<Vec<Record>, InputError>>,
-    Arc<std::sync::atomic::AtomicU64>,
-) {
-    let (tx, rx) = mpsc::channel(CHUNKS_BUFFERED);
-    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = Arc::clone(&bytes);
-    std::thread::spawn(move || {
-        loop {
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-            let mut end = false;
-            while chunk.len() < CHUNK_ROWS {
-                match reader.next_record() {
-                    Some(Ok(record)) => chunk.push(record),
-                    Some(Err(e)) => {
-                        let _ = tx.blocking_send(Ok(chunk));
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                    None => {
-                        end = true;
-                        break;
-                    }
-                }
-            }
-            counter.store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
-            if (!chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err()) || end {
-                return;
-            }
-        }
-    });
-    (rx, bytes)
-}
-
-/// Where each row of this run was first seen, by ledger rowid: a duplicate check that costs eight
-/// bytes per ledger row instead of a set of every id in the file.
-#[derive(Default)]
-struct Seen(Vec<(u32, u32)>);
-
-impl Seen {
-    fn get(&self, rowid: i64) -> Option<(u32, u32)> {
-        let slot = *self.0.get(usize::try_from(rowid).ok()?)?;
-        (slot.0 != 0).then_some(slot)
-    }
-
-    fn mark(&mut self, rowid: i64, line: u64, phone: &str) {
-        let Ok(index) = usize::try_from(rowid) else {
-            return;
-        };
-        if self.0.len() <= index {
-            self.0.resize(index + 1 + index / 4, (0, 0));
-        }
-        self.0[index] = (u32::try_from(line).unwrap_or(u32::MAX), phone_hash(phone));
-    }
-}
-
-fn phone_hash(phone: &str) -> u32 {
-    // FNV-1a: only compares phones of the same id, so 32 bits are plenty.
-    phone.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// The sequential state of one run.
 struct Run<'a> {
     config: &'a ImportConfig,
-    ledger: Ledger,
+    planner: Planner,
+    ledger: Option<Ledger>,
+    run_id: Option<i64>,
     input: String,
     progress: Progress,
+    report: Option<RowReport>,
+    report_failure: Option<std::io::Error>,
     counts: RunCounts,
     unsettled: u64,
-    seen: Seen,
-    /// New ids queued or in flight, not yet in the ledger: line and phone of their first occurrence.
-    pending: HashMap<String, (u64, String)>,
     aborted: Option<String>,
+    /// Rows in flight by line, so that a stop can still report them.
+    flying: HashMap<u64, (String, String)>,
 }
 
-impl<'a> Run<'a> {
-    fn new(config: &'a ImportConfig, ledger: Ledger, input: String, progress: Progress) -> Self {
-        Run {
-            config,
-            ledger,
-            input,
-            progress,
-            counts: RunCounts::default(),
-            unsettled: 0,
-            seen: Seen::default(),
-            pending: HashMap::new(),
-            aborted: None,
+impl Run<'_> {
+    /// The main loop: feeds decisions into the bounded set of requests and settles answers until
+    /// the input ends or the run stops. Returns an input error that ended the file early.
+    async fn pump(
+        &mut self,
+        client: Arc<Client>,
+        stop: &Stop,
+        mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<Record>, InputError>>,
+        bytes: &AtomicU64,
+        (mut sigint, mut sigterm): (Signal, Signal),
+    ) -> Result<Option<InputError>, ImportError> {
+        let concurrency = self.config.client.concurrency.get();
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        let mut in_flight: FuturesUnordered<Sending> = FuturesUnordered::new();
+        let (mut input_done, mut input_error, mut signalled) = (false, None, false);
+        let mut deadline = None;
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            while !stop.is_triggered() && in_flight.len() < concurrency {
+                let Some(job) = queue.pop_front() else { break };
+                in_flight.push(self.launch(job, &client)?);
+            }
+            if in_flight.is_empty() && (input_done || stop.is_triggered()) {
+                break;
+            }
+            let wants_input = !input_done && !stop.is_triggered() && queue.len() < concurrency;
+            tokio::select! {
+                biased;
+                _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
+                    if signalled {
+                        self.progress.println("second signal: stopping now; requests in flight are left as retry");
+                        break;
+                    }
+                    signalled = true;
+                    self.abort("interrupted by a signal".into());
+                    stop.trigger();
+                    deadline = Some(tokio::time::Instant::now() + self.config.client.timeout);
+                    self.progress.println("stopping: no new requests; waiting for those in flight (signal again to stop at once)");
+                }
+                Some((job, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(job, answer, stop)?;
+                }
+                chunk = chunks.recv(), if wants_input => match chunk {
+                    None => input_done = true,
+                    Some(Ok(records)) => {
+                        for record in records {
+                            if let Some(job) = self.decide(record)? {
+                                queue.push_back(job);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        input_error = Some(e);
+                        stop.trigger();
+                    }
+                },
+                () = sleep_until(deadline) => break,
+                _ = ticker.tick() => {}
+            }
+            if let Some(ledger) = &mut self.ledger {
+                ledger.commit_if_due()?;
+            }
+            self.progress
+                .update(bytes.load(Ordering::Relaxed), &self.counts);
         }
+        // Rows queued or in flight got no answer: the next run sends them again.
+        for job in queue {
+            let reason = "not sent: the run stopped first";
+            self.note(
+                job.line,
+                &job.user.id_in_service,
+                &job.user.phone_number,
+                Outcome::Retry,
+                Some(reason),
+                false,
+            );
+        }
+        for (line, (id, phone)) in std::mem::take(&mut self.flying) {
+            self.note(
+                line,
+                &id,
+                &phone,
+                Outcome::Retry,
+                Some("no answer before the run stopped"),
+                false,
+            );
+        }
+        Ok(input_error)
     }
 
     fn abort(&mut self, why: String) {
         self.aborted.get_or_insert(why);
     }
 
-    fn tally(&mut self, outcome: Outcome) {
+    /// Counts, logs and reports one row's outcome: the one place every row passes through.
+    fn note(
+        &mut self,
+        line: u64,
+        id: &str,
+        phone: &str,
+        outcome: Outcome,
+        reason: Option<&str>,
+        settled: bool,
+    ) {
         outcome.count(&mut self.counts);
-        if !matches!(
-            outcome,
-            Outcome::Synced | Outcome::Present | Outcome::Skipped
-        ) {
+        if !settled {
             self.unsettled += 1;
+        }
+        // Rows that went as planned are logged only with -v; replacements always show.
+        let routine = (settled && outcome != Outcome::Replaced) || outcome == Outcome::Pending;
+        let show = match self.config.verbosity {
+            Verbosity::Quiet => false,
+            Verbosity::Normal => !routine,
+            Verbosity::Verbose => true,
+        };
+        if show {
+            let message = match reason {
+                Some(reason) => format!(
+                    "{}:{line}: {}: {id:?} ({}): {reason}",
+                    self.input,
+                    outcome.as_str(),
+                    mask_phone(phone)
+                ),
+                None => format!(
+                    "{}:{line}: {}: {id:?} ({})",
+                    self.input,
+                    outcome.as_str(),
+                    mask_phone(phone)
+                ),
+            };
+            if self.config.verbosity == Verbosity::Verbose {
+                self.progress.println(&message);
+            } else {
+                self.progress.warn(&message);
+            }
+        }
+        if settled
+            && matches!(
+                outcome,
+                Outcome::Synced | Outcome::Present | Outcome::Skipped
+            )
+        {
+            return;
+        }
+        if let Some(report) = &mut self.report
+            && let Err(e) = report.write(line, id, phone, outcome, reason.unwrap_or_default())
+        {
+            self.report_failure.get_or_insert(e);
+            self.report = None;
         }
     }
 
-    fn warn(&mut self, line: u64, what: &str) {
-        let message = format!("{}:{line}: {what}", self.input);
-        self.progress.warn(&message);
-    }
-
-    /// Decides what to do with one row; returns the job if it must be sent.
-    fn classify(&mut self, record: Record) -> Result<Option<Job>, LedgerError> {
+    /// Decides what to do with one record; returns the job if it must be sent now.
+    fn decide(&mut self, record: Record) -> Result<Option<Job>, LedgerError> {
         self.counts.rows += 1;
         let line = record.line;
         let user = match record.row {
-            Row::Invalid(rejected) => {
-                self.tally(Outcome::Invalid);
-                self.warn(line, &format!("invalid: {}", rejected.reason));
+            Row::Invalid(r) => {
+                self.note(
+                    line,
+                    &r.id_in_service,
+                    &r.phone_number,
+                    Outcome::Invalid,
+                    Some(&r.reason),
+                    false,
+                );
                 return Ok(None);
             }
             Row::User(user) => user,
         };
-        if let Some((first, phone)) = self.pending.get(&user.id_in_service) {
-            let (first, same) = (*first, *phone == user.phone_number);
-            self.duplicate(line, first, same, &user);
-            return Ok(None);
-        }
-        let Some(entry) = self
-            .ledger
-            .lookup(&self.config.service_id, &user.id_in_service)?
-        else {
-            self.pending.insert(
-                user.id_in_service.clone(),
-                (line, user.phone_number.clone()),
-            );
-            return Ok(Some(Job { line, user }));
-        };
-        if let Some((first, phone)) = self.seen.get(entry.rowid) {
-            self.duplicate(
-                line,
-                u64::from(first),
-                phone == phone_hash(&user.phone_number),
-                &user,
-            );
-            return Ok(None);
-        }
-        self.seen.mark(entry.rowid, line, &user.phone_number);
-        let same_phone = entry.phone_number == user.phone_number;
-        match entry.status {
-            Status::Synced | Status::Present if same_phone => self.tally(Outcome::Skipped),
-            Status::Synced | Status::Present => {
-                self.tally(Outcome::Changed);
-                self.warn(line, &format!(
-                    "changed: {:?} is {} with {} but the file has {}; not sent (the API cannot update a phone)",
-                    user.id_in_service, entry.status.as_str(), mask_phone(&entry.phone_number), mask_phone(&user.phone_number)
-                ));
+        match self.planner.decide(self.ledger.as_mut(), line, user)? {
+            Decision::Keep {
+                user,
+                outcome,
+                reason,
+                settled,
+            } => {
+                self.note(
+                    line,
+                    &user.id_in_service,
+                    &user.phone_number,
+                    outcome,
+                    reason.as_deref(),
+                    settled,
+                );
+                Ok(None)
             }
-            Status::Failed if same_phone => {
-                // Refused before for this very phone: resending would be refused again.
-                self.counts.skipped += 1;
-                self.unsettled += 1;
+            Decision::Send(job)
+                if self
+                    .config
+                    .mode
+                    .limit
+                    .is_some_and(|n| self.counts.sent >= n) =>
+            {
+                let reason = "held back by --limit";
+                self.note(
+                    job.line,
+                    &job.user.id_in_service,
+                    &job.user.phone_number,
+                    Outcome::Pending,
+                    Some(reason),
+                    false,
+                );
+                Ok(None)
             }
-            Status::Failed | Status::Retry => return Ok(Some(Job { line, user })),
+            Decision::Send(job) => {
+                // Counted when decided, so that --limit holds back exactly the rows beyond N.
+                self.counts.sent += 1;
+                Ok((!self.config.mode.dry_run).then_some(job))
+            }
         }
-        Ok(None)
     }
 
-    fn duplicate(&mut self, line: u64, first: u64, same_phone: bool, user: &User) {
-        self.tally(Outcome::Duplicate);
-        if same_phone {
-            // The first occurrence decides this row's fate; it is counted there.
-            self.unsettled -= 1;
-        } else {
-            self.warn(line, &format!(
-                "duplicate: {:?} appeared on line {first} with another phone; {} here is ignored",
-                user.id_in_service, mask_phone(&user.phone_number)
-            ));
+    /// Starts sending one job; a replacement is written down (and committed) before its delete.
+    fn launch(&mut self, mut job: Job, client: &Arc<Client>) -> Result<Sending, LedgerError> {
+        if let (Some(replace), Some(ledger)) = (&mut job.replace, &mut self.ledger) {
+            replace.history_id = Some(ledger.begin_replacement(
+                self.run_id,
+                &self.config.service_id,
+                &job.user.id_in_service,
+                &replace.old_user_id,
+                &replace.old_phone,
+                &job.user.phone_number,
+            )?);
         }
+        self.flying.insert(
+            job.line,
+            (
+                job.user.id_in_service.clone(),
+                job.user.phone_number.clone(),
+            ),
+        );
+        let client = Arc::clone(client);
+        let service = self.config.service_id.clone();
+        Ok(Box::pin(async move {
+            let mut deleted = None;
+            if let Some(replace) = &job.replace {
+                let attempted = client.delete_user(&service, &replace.old_user_id).await;
+                let gone = matches!(
+                    attempted.result,
+                    Retried::Done(Deleted::Gone | Deleted::AlreadyGone)
+                );
+                deleted = Some(attempted.result);
+                if !gone {
+                    let created = Attempted {
+                        result: Retried::Stopped(None),
+                        attempts: 0,
+                    };
+                    return (job, Answer { deleted, created });
+                }
+            }
+            let created = client.create_user(&service, &job.user).await;
+            (job, Answer { deleted, created })
+        }))
     }
 
     /// Records the answer for one sent row.
-    fn settle(
-        &mut self,
-        job: Job,
-        attempted: Attempted<Created>,
-        stop: &Stop,
-    ) -> Result<(), LedgerError> {
-        let Job { line, user } = job;
+    fn settle(&mut self, job: Job, answer: Answer, stop: &Stop) -> Result<(), LedgerError> {
+        let Job {
+            line,
+            user,
+            replace,
+        } = job;
+        self.flying.remove(&line);
+        let (id, phone) = (user.id_in_service.as_str(), user.phone_number.as_str());
+        if let Some(deleted) = &answer.deleted {
+            let failure = match deleted {
+                Retried::Done(Deleted::Gone | Deleted::AlreadyGone) => None,
+                Retried::Done(Deleted::Fatal(fatal)) => {
+                    self.abort(fatal.to_string());
+                    stop.trigger();
+                    Some((Outcome::Retry, fatal.to_string()))
+                }
+                Retried::Done(Deleted::Refused(reason)) => Some((
+                    Outcome::Failed,
+                    format!("deleting the old user was refused: {reason}"),
+                )),
+                Retried::GaveUp(reason) => Some((
+                    Outcome::Retry,
+                    format!("deleting the old user failed: {reason}"),
+                )),
+                Retried::Stopped(_) => Some((
+                    Outcome::Retry,
+                    "the run stopped before the old user was deleted".into(),
+                )),
+            };
+            if let Some((outcome, reason)) = failure {
+                // The ledger row keeps the old phone and UserID, so the next run tries again.
+                self.note(line, id, phone, outcome, Some(&reason), false);
+                return Ok(());
+            }
+        }
         let mut change = Change {
-            id_in_service: &user.id_in_service,
-            phone_number: &user.phone_number,
+            id_in_service: id,
+            phone_number: phone,
             status: Status::Retry,
             user_id: None,
             ctime: None,
-            attempts: attempted.attempts,
+            attempts: answer.created.attempts,
             last_error: None,
         };
-        let (outcome, write) = match &attempted.result {
+        let mut reason = None;
+        let (outcome, settled, write) = match &answer.created.result {
             Retried::Done(Created::New { user_id, ctime }) => {
                 change.user_id = user_id.as_deref();
                 change.ctime = ctime.as_deref();
@@ -389,89 +482,113 @@ impl<'a> Run<'a> {
                 } else {
                     Status::Present
                 };
-                (
-                    if user_id.is_some() {
-                        Outcome::Synced
-                    } else {
-                        Outcome::Present
-                    },
-                    true,
-                )
+                let outcome = match (&replace, user_id) {
+                    (Some(old), Some(new)) => {
+                        reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
+                        Outcome::Replaced
+                    }
+                    (None, Some(_)) => Outcome::Synced,
+                    (_, None) => Outcome::Present,
+                };
+                (outcome, true, true)
             }
             Retried::Done(Created::Exists) => {
                 change.status = Status::Present;
-                (Outcome::Present, true)
+                (Outcome::Present, true, true)
             }
-            Retried::Done(Created::Rejected(reason)) => {
+            Retried::Done(Created::Rejected(why)) => {
                 change.status = Status::Failed;
-                change.last_error = Some(reason);
-                self.warn(
-                    line,
-                    &format!(
-                        "failed: {:?} ({}): {reason}",
-                        user.id_in_service,
-                        mask_phone(&user.phone_number)
-                    ),
-                );
-                (Outcome::Failed, true)
+                change.last_error = Some(why);
+                (Outcome::Failed, false, true)
             }
             Retried::Done(Created::Fatal(fatal)) => {
                 self.abort(fatal.to_string());
                 stop.trigger();
-                (Outcome::Retry, false)
+                reason = Some(fatal.to_string());
+                (Outcome::Retry, false, false)
             }
-            Retried::GaveUp(reason) => {
-                change.last_error = Some(reason);
-                self.warn(line, &format!("retry: {:?}: {reason}", user.id_in_service));
-                (Outcome::Retry, true)
+            Retried::GaveUp(why) => {
+                change.last_error = Some(why);
+                (Outcome::Retry, false, true)
             }
-            Retried::Stopped(reason) => {
-                change.last_error = reason.as_deref();
-                (Outcome::Retry, attempted.attempts > 0)
+            Retried::Stopped(why) => {
+                change.last_error = why.as_deref();
+                reason = Some(
+                    why.clone()
+                        .unwrap_or_else(|| "not sent: the run stopped first".into()),
+                );
+                // Sent at least once: the server may have the user, so the ledger must know the row.
+                (
+                    Outcome::Retry,
+                    false,
+                    answer.created.attempts > 0 || replace.is_some(),
+                )
             }
         };
-        self.tally(outcome);
-        if write {
-            let rowid = self.ledger.record(&self.config.service_id, &change)?;
-            self.seen.mark(rowid, line, &user.phone_number);
+        let reason = reason.or_else(|| change.last_error.map(str::to_string));
+        let new_user_id = change.user_id.map(str::to_string);
+        if write && let Some(ledger) = &mut self.ledger {
+            let rowid = ledger.record(&self.config.service_id, &change)?;
+            if let Some(history) = replace.as_ref().and_then(|r| r.history_id) {
+                ledger.finish_replacement(history, new_user_id.as_deref())?;
+            }
+            self.planner.recorded(rowid, line, &user);
         }
-        self.pending.remove(&user.id_in_service);
+        let attempts = answer.created.attempts;
+        let reason = match (reason, outcome) {
+            (None, Outcome::Synced) if self.config.verbosity == Verbosity::Verbose => {
+                Some(format!(
+                    "UserID {} after {attempts} attempt(s)",
+                    new_user_id.unwrap_or_default()
+                ))
+            }
+            (reason, _) => reason,
+        };
+        self.note(line, id, phone, outcome, reason.as_deref(), settled);
         Ok(())
     }
 
-    /// Fills in the UserIDs of `present` rows (this run's and earlier ones') from one user list.
-    async fn resolve(&mut self, client: &Client) -> Result<(), LedgerError> {
-        let wanted = self.ledger.unresolved(&self.config.service_id)?;
-        if wanted.is_empty() {
-            return Ok(());
+    /// Commits, then fills in the UserIDs of `present` rows (this run's and earlier ones') from one
+    /// user list. Returns how many present rows still lack a UserID.
+    async fn finish(&mut self, client: &Client, stop: &Stop) -> Result<u64, LedgerError> {
+        let Some(ledger) = &mut self.ledger else {
+            return Ok(0);
+        };
+        ledger.commit()?;
+        if self.config.mode.dry_run {
+            return Ok(ledger.unresolved(&self.config.service_id)?.len() as u64);
+        }
+        let wanted = ledger.unresolved(&self.config.service_id)?;
+        if wanted.is_empty() || stop.is_triggered() {
+            return Ok(wanted.len() as u64);
         }
         let list = match client.list_users(&self.config.service_id).await.result {
             Retried::Done(Ok(list)) => list,
-            Retried::Done(Err(crate::client::ListError::Fatal(fatal))) => {
+            Retried::Done(Err(ListError::Fatal(fatal))) => {
                 self.abort(fatal.to_string());
-                return Ok(());
+                return Ok(wanted.len() as u64);
             }
             Retried::Done(Err(e)) => {
                 self.progress
                     .println(&format!("warning: {e}; the next run tries again"));
-                return Ok(());
+                return Ok(wanted.len() as u64);
             }
             Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => {
                 self.progress.println(&format!(
                     "warning: listing users failed: {reason}; the next run tries again"
                 ));
-                return Ok(());
+                return Ok(wanted.len() as u64);
             }
-            Retried::Stopped(None) => return Ok(()),
+            Retried::Stopped(None) => return Ok(wanted.len() as u64),
         };
-        if list.total.is_some_and(|t| t > list.users.len() as u64) {
+        if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
             self.progress.println(&format!(
-                "warning: the user list holds {} users but claims {}: it may be truncated",
-                list.users.len(),
-                list.total.unwrap_or_default()
+                "warning: the user list holds {} users but claims {total}: it may be truncated",
+                list.users.len()
             ));
         }
         let wanted: std::collections::HashSet<String> = wanted.into_iter().collect();
+        let mut resolved = 0;
         for user in list
             .users
             .iter()
@@ -481,14 +598,22 @@ impl<'a> Run<'a> {
                 .ctime
                 .as_ref()
                 .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string));
-            self.ledger.resolve(
+            ledger.resolve(
                 &self.config.service_id,
                 &user.id_in_service,
                 &user.id,
                 ctime.as_deref(),
             )?;
-            self.counts.resolved += 1;
+            resolved += 1;
         }
-        self.ledger.commit()
+        ledger.commit()?;
+        self.counts.resolved += resolved;
+        let missing = wanted.len() as u64 - resolved;
+        if missing > 0 {
+            self.progress.println(&format!(
+                "warning: {missing} present users are not in the service's user list (another key or case?); they keep no UserID"
+            ));
+        }
+        Ok(missing)
     }
 }

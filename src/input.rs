@@ -4,10 +4,12 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use csv::ByteRecord;
 use thiserror::Error;
+use tokio::sync::mpsc::Receiver;
 
 use crate::config::{InputOptions, Source};
 
@@ -435,12 +437,47 @@ pub fn mask_phone(phone: &str) -> String {
     format!("{head}****{tail}")
 }
 
-/// The path of a source file, for callers that need it.
-pub fn source_path(source: &Source) -> Option<PathBuf> {
-    match source {
-        Source::File(p) => Some(p.clone()),
-        Source::Stdin => None,
-    }
+/// Rows handed over at once by [`spawn`]: large enough to amortise the channel.
+const CHUNK_ROWS: usize = 512;
+/// Chunks buffered between the reader thread and the pipeline: bounds memory for any file size.
+const CHUNKS_BUFFERED: usize = 4;
+
+/// Reads and validates records on a thread of their own, so parsing overlaps the pipeline and a
+/// slow stdin never blocks the event loop. The counter follows the bytes consumed, for progress.
+pub fn spawn(mut reader: Reader) -> (Receiver<Result<Vec<Record>, InputError>>, Arc<AtomicU64>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_BUFFERED);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&bytes);
+    std::thread::spawn(move || {
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            let mut failure = None;
+            while chunk.len() < CHUNK_ROWS {
+                match reader.next_record() {
+                    Some(Ok(record)) => chunk.push(record),
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            counter.store(reader.bytes_read(), Ordering::Relaxed);
+            let last = chunk.len() < CHUNK_ROWS;
+            // A closed channel means the run stopped: nothing left to do.
+            if !chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err() {
+                return;
+            }
+            if let Some(e) = failure {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            if last {
+                return;
+            }
+        }
+    });
+    (rx, bytes)
 }
 
 #[cfg(test)]

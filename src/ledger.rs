@@ -16,7 +16,10 @@ use thiserror::Error;
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
 /// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_ledger.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/0001_ledger.sql"),
+    include_str!("../migrations/0002_replacements.sql"),
+];
 /// A batch of writes is committed after this many rows…
 const BATCH_ROWS: usize = 1000;
 /// …or after this long, whichever comes first (the issue allows about a second; less loses less).
@@ -130,6 +133,8 @@ pub struct Entry {
     pub status: Status,
     /// The UserID, when known.
     pub user_id: Option<String>,
+    /// The last error recorded (why it failed, for `failed` rows).
+    pub last_error: Option<String>,
 }
 
 /// One outcome to record.
@@ -265,6 +270,15 @@ impl Ledger {
         })
     }
 
+    /// Opens the ledger for `--dry-run`: read-only, no lock, and `None` if it does not exist yet
+    /// (a plan against an empty ledger).
+    pub fn open_for_plan(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ledger::open_read_only(path).map(Some)
+    }
+
     /// The ledger's path as shown in messages.
     pub fn path(&self) -> &str {
         &self.path
@@ -295,7 +309,7 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT rowid, phone_number, status, user_id FROM users
+                "SELECT rowid, phone_number, status, user_id, last_error FROM users
                  WHERE service_id = ?1 AND id_in_service = ?2",
             )
             .map_err(|e| sqlite(&self.path, e))?;
@@ -306,6 +320,7 @@ impl Ledger {
                 phone_number: r.get(1)?,
                 status: Status::parse(&status).unwrap_or(Status::Retry),
                 user_id: r.get(3)?,
+                last_error: r.get(4)?,
             })
         })
         .optional()
@@ -399,7 +414,7 @@ impl Ledger {
             .execute(
                 "UPDATE runs SET finished_at = ?2, rows = ?3, skipped = ?4, sent = ?5, synced = ?6,
                     present = ?7, failed = ?8, invalid = ?9, retry = ?10, duplicate = ?11, changed = ?12,
-                    resolved = ?13, exit_code = ?14
+                    resolved = ?13, exit_code = ?14, pending = ?15, replaced = ?16
                  WHERE id = ?1",
                 params![
                     run_id,
@@ -415,7 +430,9 @@ impl Ledger {
                     counts.duplicate,
                     counts.changed,
                     counts.resolved,
-                    exit_code
+                    exit_code,
+                    counts.pending,
+                    counts.replaced
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -455,6 +472,106 @@ impl Ledger {
             .and_then(|mut s| s.execute(params![service_id, id_in_service, user_id, ctime, now()]))
             .map_err(|e| sqlite(&self.path, e))?;
         self.batch_rows += 1;
+        Ok(())
+    }
+
+    /// Writes down, and commits at once, that `id_in_service` is about to be deleted at Verigator
+    /// and created again with `new_phone`: if the run dies in between, the old UserID is still known.
+    pub fn begin_replacement(
+        &mut self,
+        run_id: Option<i64>,
+        service_id: &str,
+        id_in_service: &str,
+        old_user_id: &str,
+        old_phone: &str,
+        new_phone: &str,
+    ) -> Result<i64, LedgerError> {
+        self.begin()?;
+        self.conn
+            .execute(
+                "INSERT INTO replacements (run_id, service_id, id_in_service, old_user_id, old_phone, new_phone, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run_id, service_id, id_in_service, old_user_id, old_phone, new_phone, now()],
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        let id = self.conn.last_insert_rowid();
+        self.commit()?;
+        Ok(id)
+    }
+
+    /// Completes a replacement with the new UserID.
+    pub fn finish_replacement(
+        &mut self,
+        replacement_id: i64,
+        new_user_id: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE replacements SET new_user_id = ?2, finished_at = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![replacement_id, new_user_id, now()]))
+            .map_err(|e| sqlite(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Every row of a service as `(id_in_service, status, user_id)`, for `reconcile`.
+    pub fn known_users(
+        &self,
+        service_id: &str,
+    ) -> Result<Vec<(String, Status, Option<String>)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id_in_service, status, user_id FROM users WHERE service_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![service_id], |r| {
+                let status: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    Status::parse(&status).unwrap_or(Status::Retry),
+                    r.get(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Marks a row whose user is gone at Verigator so that the next import registers it again.
+    pub fn mark_gone(
+        &mut self,
+        service_id: &str,
+        id_in_service: &str,
+        why: &str,
+    ) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE users SET status = 'retry', user_id = NULL, ctime = NULL, last_error = ?3, updated_at = ?4
+                 WHERE service_id = ?1 AND id_in_service = ?2",
+            )
+            .and_then(|mut s| s.execute(params![service_id, id_in_service, why, now()]))
+            .map_err(|e| sqlite(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Takes the UserID Verigator lists for a row: corrects a synced or present row, and turns a
+    /// failed or retry row whose user exists after all into `present`.
+    pub fn set_user_id(
+        &mut self,
+        service_id: &str,
+        id_in_service: &str,
+        user_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE users SET user_id = ?3, updated_at = ?4, last_error = NULL,
+                    status = CASE status WHEN 'synced' THEN 'synced' ELSE 'present' END
+                 WHERE service_id = ?1 AND id_in_service = ?2",
+            )
+            .and_then(|mut s| s.execute(params![service_id, id_in_service, user_id, now()]))
+            .map_err(|e| sqlite(&self.path, e))?;
         Ok(())
     }
 
@@ -505,7 +622,8 @@ impl Ledger {
             .conn
             .prepare(
                 "SELECT id, service_id, input, pid, started_at, finished_at, rows, skipped, sent, synced,
-                        present, failed, invalid, retry, duplicate, changed, resolved, exit_code
+                        present, failed, invalid, retry, duplicate, changed, resolved, exit_code, pending, replaced,
+                        ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3)
                  FROM runs WHERE ?1 IS NULL OR service_id = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -530,8 +648,11 @@ impl Ledger {
                         duplicate: r.get(14)?,
                         changed: r.get(15)?,
                         resolved: r.get(16)?,
+                        pending: r.get(18)?,
+                        replaced: r.get(19)?,
                     },
                     exit_code: r.get(17)?,
+                    duration_s: r.get(20)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -658,6 +779,10 @@ pub struct RunCounts {
     pub changed: u64,
     /// Present rows whose UserID was found in the user list.
     pub resolved: u64,
+    /// Rows held back by `--limit`; the next run sends them.
+    pub pending: u64,
+    /// Users deleted and created again with a new phone (`--apply-changes`).
+    pub replaced: u64,
 }
 
 /// One row of the runs table.
@@ -675,6 +800,8 @@ pub struct RunRecord {
     pub started_at: String,
     /// When it finished (none while running, or if it was killed).
     pub finished_at: Option<String>,
+    /// How long it took, in seconds.
+    pub duration_s: Option<f64>,
     /// Its counts.
     #[serde(flatten)]
     pub counts: RunCounts,

@@ -12,9 +12,14 @@
 //! - [`config`]: validated, typed options built from the CLI and the environment.
 //! - [`input`]: CSV → validated users with their line numbers; phone normalisation.
 //! - [`ledger`]: the SQLite ledger: open, lock, migrate, lookup, record, runs. The only file with SQL.
-//! - [`client`]: the Verigator HTTP client: wire types, status classification, retry and rate limit.
+//! - [`plan`]: the ledger filter: send, skip, duplicate or changed, per row.
+//! - [`client`]: the Verigator HTTP client: wire types, status classification, retries.
+//! - [`throttle`]: the rate limiter, backoff, the shared 429 pause and the stop flag.
 //! - [`import`]: the orchestration of one run, including shutdown on signals and fatal answers.
-//! - [`report`]: outcome tallies, the summary (text and JSON), status and export.
+//! - [`report`]: outcome tallies, the summary (text and JSON), the row report, status and export.
+//! - [`reconcile`]: comparing the service's users at Verigator with the ledger.
+//! - [`progress`]: the progress bar, or progress lines when stderr is not a terminal.
+//! - [`commands`]: one function per subcommand, returning its exit code.
 //! - [`simulator`]: an in-memory Verigator for tests, demos and rehearsals.
 //! - [`demo`]: the self-contained demonstration run.
 //! - [`exit`]: the process exit codes, in one place.
@@ -28,7 +33,9 @@ pub mod exit;
 pub mod import;
 pub mod input;
 pub mod ledger;
+pub mod plan;
 pub mod progress;
+pub mod reconcile;
 pub mod report;
 pub mod simulator;
 pub mod throttle;

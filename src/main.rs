@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import(args),
         Command::Status(args) => commands::status(args),
         Command::Export(args) => commands::export(args),
+        Command::Reconcile(args) => commands::reconcile(args),
         Command::Simulate(args) => commands::simulate(args),
         Command::Demo => demo::run(),
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cli::ExportFormat;
 use crate::exit;
 use crate::ledger::{ExportError, Ledger, LedgerError, RunCounts, Status};
 
@@ -30,6 +31,10 @@ pub enum Outcome {
     Duplicate,
     /// Synced or present before with another phone; not sent (the API has no update).
     Changed,
+    /// Held back by `--limit`; the next run sends it.
+    Pending,
+    /// Deleted and created again with the new phone (`--apply-changes`).
+    Replaced,
 }
 
 impl Outcome {
@@ -44,16 +49,98 @@ impl Outcome {
             Outcome::Retry => &mut counts.retry,
             Outcome::Duplicate => &mut counts.duplicate,
             Outcome::Changed => &mut counts.changed,
+            Outcome::Pending => &mut counts.pending,
+            Outcome::Replaced => &mut counts.replaced,
         };
         *slot += 1;
+    }
+
+    /// The name used in reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Skipped => "skipped",
+            Outcome::Synced => "synced",
+            Outcome::Present => "present",
+            Outcome::Failed => "failed",
+            Outcome::Invalid => "invalid",
+            Outcome::Retry => "retry",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Changed => "changed",
+            Outcome::Pending => "pending",
+            Outcome::Replaced => "replaced",
+        }
+    }
+}
+
+/// The per-row report of `import --report`: every row that did not end synced, present or
+/// skipped, as CSV that can be fixed and fed back in (its columns are the importer's defaults).
+/// Written to a temporary file beside the target and renamed at the end.
+pub struct RowReport {
+    path: std::path::PathBuf,
+    writer: csv::Writer<tempfile::NamedTempFile>,
+}
+
+impl std::fmt::Debug for RowReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowReport")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header of the per-row report.
+pub const ROW_REPORT_HEADER: [&str; 5] =
+    ["line", "id_in_service", "phone_number", "outcome", "reason"];
+
+impl RowReport {
+    /// Starts a report that will be written to `path`.
+    pub fn create(path: &std::path::Path) -> io::Result<RowReport> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut writer = csv::Writer::from_writer(tempfile::NamedTempFile::new_in(dir)?);
+        writer.write_record(ROW_REPORT_HEADER)?;
+        Ok(RowReport {
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    /// Adds one row.
+    pub fn write(
+        &mut self,
+        line: u64,
+        id_in_service: &str,
+        phone_number: &str,
+        outcome: Outcome,
+        reason: &str,
+    ) -> io::Result<()> {
+        self.writer.write_record([
+            &line.to_string(),
+            id_in_service,
+            phone_number,
+            outcome.as_str(),
+            reason,
+        ])?;
+        Ok(())
+    }
+
+    /// Flushes and moves the report into place.
+    pub fn finish(self) -> io::Result<()> {
+        let file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        file.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
 /// The end of a run.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    /// The run's id in the ledger.
-    pub run_id: i64,
+    /// The run's id in the ledger (`None` for a dry run).
+    pub run_id: Option<i64>,
+    /// A plan only: nothing was sent or written.
+    pub dry_run: bool,
     /// The input's name.
     pub input: String,
     /// The ServiceID.
@@ -98,6 +185,8 @@ impl Summary {
             "duplicate": c.duplicate,
             "changed": c.changed,
             "resolved": c.resolved,
+            "pending": c.pending,
+            "replaced": c.replaced,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "exit_code": self.exit_code(),
         })
@@ -106,10 +195,13 @@ impl Summary {
     /// The short table for stderr.
     pub fn write_text(&self, w: &mut impl Write) -> io::Result<()> {
         let c = &self.counts;
+        let title = match self.run_id {
+            Some(id) if !self.dry_run => format!("run {id}"),
+            _ => "plan (dry run: nothing sent, nothing written)".to_string(),
+        };
         writeln!(
             w,
-            "\nrun {} · {} → service {} · {:.1} s",
-            self.run_id,
+            "\n{title} · {} → service {} · {:.1} s",
             self.input,
             self.service_id,
             self.elapsed.as_secs_f64()
@@ -119,10 +211,15 @@ impl Summary {
         } else {
             0.0
         };
-        let lines: [(&str, u64, String); 11] = [
+        let sent_note = if self.dry_run {
+            "would be sent".to_string()
+        } else {
+            format!("{rate:.1}/s")
+        };
+        let lines: [(&str, u64, String); 13] = [
             ("rows", c.rows, String::new()),
             ("skipped", c.skipped, "already in the ledger".into()),
-            ("sent", c.sent, format!("{rate:.1}/s")),
+            ("sent", c.sent, sent_note),
             ("synced", c.synced, "created, UserID recorded".into()),
             ("present", c.present, "existed already (409)".into()),
             (
@@ -143,9 +240,24 @@ impl Summary {
                 c.changed,
                 "phone differs from the ledger; not sent".into(),
             ),
+            (
+                "replaced",
+                c.replaced,
+                "deleted and created again with the new phone".into(),
+            ),
+            (
+                "pending",
+                c.pending,
+                "held back by --limit; the next run sends them".into(),
+            ),
         ];
         for (name, n, note) in lines {
-            if n == 0 && !matches!(name, "rows" | "sent" | "synced") {
+            let always = if self.dry_run {
+                ["rows", "sent", "skipped"]
+            } else {
+                ["rows", "sent", "synced"]
+            };
+            if n == 0 && !always.contains(&name) {
                 continue;
             }
             writeln!(w, "  {name:<10}{n:>10}  {note}")?;
@@ -159,10 +271,19 @@ impl Summary {
         }
         match (&self.aborted, self.exit_code()) {
             (Some(why), code) => writeln!(w, "exit {code}: aborted: {why}"),
+            (None, exit::OK) if self.dry_run => writeln!(
+                w,
+                "exit 0: every row can be sent or is in the ledger already"
+            ),
+            (None, code) if self.dry_run => writeln!(
+                w,
+                "exit {code}: {} rows would not end synced or present (see --report)",
+                self.unsettled
+            ),
             (None, exit::OK) => writeln!(w, "exit 0: every row is synced or present"),
             (None, code) => writeln!(
                 w,
-                "exit {code}: {} rows are not synced or present (see `verigator-sync export --status failed,retry`)",
+                "exit {code}: {} rows are not synced or present (the warnings say why; --report writes them to a file)",
                 self.unsettled
             ),
         }
@@ -218,8 +339,8 @@ fn write_status(view: &StatusView, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "last runs:")?;
         writeln!(
             w,
-            "  {:>4}  {:<24}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>4}  input",
-            "run", "started", "rows", "sent", "synced", "present", "failed", "exit"
+            "  {:>4}  {:<24}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>4}  input",
+            "run", "started", "duration", "rows", "sent", "synced", "present", "failed", "exit"
         )?;
     }
     for r in &view.runs {
@@ -253,30 +374,43 @@ pub const EXPORT_HEADER: [&str; 8] = [
     "last_error",
 ];
 
-/// Writes the ledger's users as CSV.
+/// Writes the ledger's users as CSV (with [`EXPORT_HEADER`]) or as one JSON object per line.
 pub fn export(
     ledger: &Ledger,
     service_id: Option<&str>,
     statuses: &[Status],
+    format: ExportFormat,
     w: impl Write,
 ) -> Result<(), ExportError> {
-    let mut out = csv::Writer::from_writer(w);
-    let csv_io = |e: csv::Error| ExportError::Write(io::Error::other(e));
-    out.write_record(EXPORT_HEADER).map_err(csv_io)?;
-    ledger.for_each_user(service_id, statuses, |row| {
-        out.write_record([
-            row.service_id.as_str(),
-            &row.id_in_service,
-            &row.phone_number,
-            row.user_id.as_deref().unwrap_or(""),
-            row.status.as_str(),
-            row.ctime.as_deref().unwrap_or(""),
-            &row.updated_at,
-            row.last_error.as_deref().unwrap_or(""),
-        ])
-        .map_err(io::Error::other)
-    })?;
-    out.flush().map_err(ExportError::Write)
+    match format {
+        ExportFormat::Csv => {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(EXPORT_HEADER)
+                .map_err(|e| ExportError::Write(e.into()))?;
+            ledger.for_each_user(service_id, statuses, |row| {
+                out.write_record([
+                    row.service_id.as_str(),
+                    &row.id_in_service,
+                    &row.phone_number,
+                    row.user_id.as_deref().unwrap_or(""),
+                    row.status.as_str(),
+                    row.ctime.as_deref().unwrap_or(""),
+                    &row.updated_at,
+                    row.last_error.as_deref().unwrap_or(""),
+                ])
+                .map_err(io::Error::from)
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+        ExportFormat::Ndjson => {
+            let mut out = io::BufWriter::new(w);
+            ledger.for_each_user(service_id, statuses, |row| {
+                serde_json::to_writer(&mut out, row)?;
+                out.write_all(b"\n")
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -285,7 +419,8 @@ mod tests {
 
     fn summary(counts: RunCounts, unsettled: u64, aborted: Option<String>) -> Summary {
         Summary {
-            run_id: 1,
+            run_id: Some(1),
+            dry_run: false,
             input: "in.csv".into(),
             service_id: "s".into(),
             counts,
@@ -339,6 +474,8 @@ mod tests {
             "duplicate",
             "changed",
             "resolved",
+            "pending",
+            "replaced",
             "elapsed_s",
             "exit_code",
         ];
@@ -371,7 +508,7 @@ mod tests {
         );
         assert!(
             text.trim_end()
-                .ends_with("(see `verigator-sync export --status failed,retry`)"),
+                .ends_with("(the warnings say why; --report writes them to a file)"),
             "{text}"
         );
     }

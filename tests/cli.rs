@@ -138,21 +138,17 @@ fn invalid_rows_are_never_sent_and_name_file_and_line() {
         1,
         "only the valid row reached the API"
     );
-    assert!(
-        run.stderr
-            .contains("users-invalid.csv:3: invalid: id_in_service is empty"),
-        "{}",
-        run.stderr
+    run.expect_line(
+        "users-invalid.csv:3: invalid: \"\"",
+        "id_in_service is empty",
     );
-    assert!(
-        run.stderr.contains("users-invalid.csv:4: invalid: phone has no country prefix (use +CC… or --default-region)"),
-        "{}",
-        run.stderr
+    run.expect_line(
+        "users-invalid.csv:4: invalid: \"national.number@example.com\"",
+        "phone has no country prefix (use +CC… or --default-region)",
     );
-    assert!(
-        run.stderr.contains("users-invalid.csv:12: duplicate"),
-        "{}",
-        run.stderr
+    run.expect_line(
+        "users-invalid.csv:12: duplicate: \"valid.user@example.com\"",
+        "the first occurrence wins",
     );
 }
 
@@ -242,7 +238,9 @@ fn json_summary_has_exactly_the_documented_keys() {
             "exit_code",
             "failed",
             "invalid",
+            "pending",
             "present",
+            "replaced",
             "resolved",
             "retry",
             "rows",

@@ -195,6 +195,18 @@ impl Run {
             .unwrap_or_else(|| panic!("{key} in {}", self.stdout))
     }
 
+    /// Asserts that stderr has a line containing `start` and ending with `end`.
+    pub fn expect_line(&self, start: &str, end: &str) -> &Run {
+        assert!(
+            self.stderr
+                .lines()
+                .any(|l| l.contains(start) && l.ends_with(end)),
+            "no stderr line {start:?} … {end:?} in:\n{}",
+            self.stderr
+        );
+        self
+    }
+
     /// Asserts the exit code, showing stderr when it differs.
     pub fn expect_code(&self, code: i32) -> &Run {
         assert_eq!(

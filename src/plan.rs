@@ -1,0 +1,212 @@
+//! The ledger filter: decides for each valid row whether to send it, or why not (skipped,
+//! duplicate, changed). Tracks which ids this run has seen so that duplicates inside one file are
+//! caught without holding every id in memory. Reads the ledger; never writes it or the network.
+
+use std::collections::HashMap;
+
+use crate::config::Mode;
+use crate::input::{User, mask_phone};
+use crate::ledger::{Ledger, LedgerError, Status};
+use crate::report::Outcome;
+
+/// A row to send.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Its line in the file.
+    pub line: u64,
+    /// The user.
+    pub user: User,
+    /// Set when the user exists with another phone and `--apply-changes` replaces it.
+    pub replace: Option<Replace>,
+}
+
+/// The user to delete before creating it again with the new phone.
+#[derive(Clone, Debug)]
+pub struct Replace {
+    /// The UserID to delete.
+    pub old_user_id: String,
+    /// The phone it was registered with.
+    pub old_phone: String,
+    /// The row in the replacements history, once written.
+    pub history_id: Option<i64>,
+}
+
+/// What to do with a row.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send it.
+    Send(Job),
+    /// Do not send it; this is its outcome.
+    Keep {
+        /// The user.
+        user: User,
+        /// What happened to it.
+        outcome: Outcome,
+        /// Why, for the report and the warning (phones masked).
+        reason: Option<String>,
+        /// Whether the row is nevertheless synced or present as the file says.
+        settled: bool,
+    },
+}
+
+/// Where each ledger row was first seen in this run, by rowid: a duplicate check that costs eight
+/// bytes per ledger row instead of a set of every id in the file.
+#[derive(Debug, Default)]
+struct Seen(Vec<(u32, u32)>);
+
+impl Seen {
+    fn get(&self, rowid: i64) -> Option<(u32, u32)> {
+        let slot = *self.0.get(usize::try_from(rowid).ok()?)?;
+        (slot.0 != 0).then_some(slot)
+    }
+
+    fn mark(&mut self, rowid: i64, line: u64, phone: &str) {
+        let Ok(index) = usize::try_from(rowid) else {
+            return;
+        };
+        if self.0.len() <= index {
+            self.0.resize(index + 1 + index / 4, (0, 0));
+        }
+        self.0[index] = (u32::try_from(line).unwrap_or(u32::MAX), phone_hash(phone));
+    }
+}
+
+fn phone_hash(phone: &str) -> u32 {
+    // FNV-1a: it only compares two phones of the same id, so 32 bits are plenty.
+    phone.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The per-run state of the filter.
+#[derive(Debug)]
+pub struct Planner {
+    service_id: String,
+    mode: Mode,
+    seen: Seen,
+    /// New ids queued or in flight, not yet in the ledger: line and phone of their first occurrence.
+    pending: HashMap<String, (u64, String)>,
+}
+
+impl Planner {
+    /// A filter for one run into `service_id`.
+    pub fn new(service_id: &str, mode: Mode) -> Planner {
+        Planner {
+            service_id: service_id.to_string(),
+            mode,
+            seen: Seen::default(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Decides what to do with one valid row. `ledger` is `None` for a plan without a ledger.
+    pub fn decide(
+        &mut self,
+        ledger: Option<&mut Ledger>,
+        line: u64,
+        user: User,
+    ) -> Result<Decision, LedgerError> {
+        if let Some((first, phone)) = self.pending.get(&user.id_in_service) {
+            let (first, same) = (*first, *phone == user.phone_number);
+            return Ok(duplicate(user, first, same));
+        }
+        let entry = match ledger {
+            Some(ledger) => ledger.lookup(&self.service_id, &user.id_in_service)?,
+            None => None,
+        };
+        let Some(entry) = entry else {
+            self.pending.insert(
+                user.id_in_service.clone(),
+                (line, user.phone_number.clone()),
+            );
+            return Ok(Decision::Send(Job {
+                line,
+                user,
+                replace: None,
+            }));
+        };
+        if let Some((first, phone)) = self.seen.get(entry.rowid) {
+            let same = phone == phone_hash(&user.phone_number);
+            return Ok(duplicate(user, u64::from(first), same));
+        }
+        self.seen.mark(entry.rowid, line, &user.phone_number);
+        let same_phone = entry.phone_number == user.phone_number;
+        let keep = |user, outcome, reason: Option<String>, settled| Decision::Keep {
+            user,
+            outcome,
+            reason,
+            settled,
+        };
+        Ok(match (entry.status, same_phone) {
+            (Status::Synced | Status::Present, true) => keep(user, Outcome::Skipped, None, true),
+            (Status::Synced | Status::Present, false) => {
+                match (&entry.user_id, self.mode.apply_changes) {
+                    (Some(old_user_id), true) => Decision::Send(Job {
+                        line,
+                        user,
+                        replace: Some(Replace {
+                            old_user_id: old_user_id.clone(),
+                            old_phone: entry.phone_number,
+                            history_id: None,
+                        }),
+                    }),
+                    (None, true) => {
+                        let reason = format!(
+                            "{} with {} but the file has {}; its UserID is not known yet, so it cannot be replaced: rerun",
+                            entry.status.as_str(),
+                            mask_phone(&entry.phone_number),
+                            mask_phone(&user.phone_number)
+                        );
+                        keep(user, Outcome::Changed, Some(reason), false)
+                    }
+                    (_, false) => {
+                        let reason = format!(
+                            "{} with {} but the file has {}; not sent (the API cannot update a phone; --apply-changes replaces the user)",
+                            entry.status.as_str(),
+                            mask_phone(&entry.phone_number),
+                            mask_phone(&user.phone_number)
+                        );
+                        keep(user, Outcome::Changed, Some(reason), false)
+                    }
+                }
+            }
+            (Status::Failed, true) if !self.mode.retry_failed => {
+                let reason = format!(
+                    "refused in an earlier run ({}); fix the row or pass --retry-failed",
+                    entry.last_error.as_deref().unwrap_or("no reason recorded")
+                );
+                keep(user, Outcome::Skipped, Some(reason), false)
+            }
+            (Status::Failed | Status::Retry, _) => Decision::Send(Job {
+                line,
+                user,
+                replace: None,
+            }),
+        })
+    }
+
+    /// Notes that a sent row is now in the ledger under `rowid`.
+    pub fn recorded(&mut self, rowid: i64, line: u64, user: &User) {
+        self.seen.mark(rowid, line, &user.phone_number);
+        self.pending.remove(&user.id_in_service);
+    }
+}
+
+fn duplicate(user: User, first: u64, same_phone: bool) -> Decision {
+    let (reason, settled) = if same_phone {
+        (format!("repeats line {first}"), true)
+    } else {
+        (
+            format!(
+                "conflict: line {first} has the same id with another phone; the first occurrence wins"
+            ),
+            false,
+        )
+    };
+    Decision::Keep {
+        user,
+        outcome: Outcome::Duplicate,
+        reason: Some(reason),
+        settled,
+    }
+}

@@ -1,0 +1,284 @@
+//! `reconcile`: lists the service's users at Verigator once and compares them with the ledger,
+//! user by user. Reports users Verigator has that the ledger does not know, ledger rows whose user
+//! is gone at Verigator, and UserIDs that differ or are unknown. Changes the ledger only with
+//! `--fix`. Knows nothing of CSV.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::client::{Client, ClientError, ListError, Retried};
+use crate::config::ClientOptions;
+use crate::exit;
+use crate::ledger::{Ledger, LedgerError, Status};
+use crate::throttle::Stop;
+
+/// What `reconcile` needs.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// The ServiceID.
+    pub service_id: String,
+    /// The ledger.
+    pub ledger: PathBuf,
+    /// The HTTP side.
+    pub client: ClientOptions,
+    /// Change the ledger.
+    pub fix: bool,
+}
+
+/// Why reconcile could not compare.
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    /// The ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The HTTP client.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The user list could not be had.
+    #[error("{0}")]
+    List(String),
+}
+
+/// How a user's two records disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Verigator has the user; the ledger has no row for it (nothing to fix: its phone is unknown).
+    AtVerigatorOnly,
+    /// The ledger has a UserID that Verigator no longer lists (deleted elsewhere); `--fix` marks
+    /// the row `retry` so that the next import registers it again.
+    MissingAtVerigator,
+    /// Both have the user with different UserIDs; `--fix` takes Verigator's.
+    UserIdDiffers,
+    /// Verigator has the user but the ledger lacks its UserID (present unresolved, or failed/retry
+    /// rows that exist after all); `--fix` records it.
+    UserIdUnknown,
+}
+
+/// One disagreement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Disagreement {
+    /// What kind.
+    pub kind: Kind,
+    /// The user.
+    pub id_in_service: String,
+    /// The ledger's status, if it has the row.
+    pub ledger_status: Option<Status>,
+    /// The ledger's UserID.
+    pub ledger_user_id: Option<String>,
+    /// Verigator's UserID.
+    pub verigator_user_id: Option<String>,
+}
+
+/// The comparison.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Findings {
+    /// The ServiceID.
+    pub service_id: String,
+    /// Users Verigator lists.
+    pub verigator_users: u64,
+    /// Rows the ledger has for the service.
+    pub ledger_rows: u64,
+    /// Users both agree on.
+    pub agree: u64,
+    /// Ledger rows never registered (failed or retry) that Verigator does not have either.
+    pub not_registered: u64,
+    /// Counts per kind of disagreement.
+    pub at_verigator_only: u64,
+    /// See [`Kind::MissingAtVerigator`].
+    pub missing_at_verigator: u64,
+    /// See [`Kind::UserIdDiffers`].
+    pub user_id_differs: u64,
+    /// See [`Kind::UserIdUnknown`].
+    pub user_id_unknown: u64,
+    /// Ledger rows changed by `--fix`.
+    pub fixed: u64,
+    /// The disagreements themselves.
+    #[serde(skip)]
+    pub disagreements: Vec<Disagreement>,
+}
+
+impl Findings {
+    /// 0 when nothing disagrees after any fixes, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        let unfixed = self.disagreements.len() as u64 - self.fixed;
+        if unfixed == 0 {
+            exit::OK
+        } else {
+            exit::INCOMPLETE
+        }
+    }
+
+    /// The short text summary.
+    pub fn write_text(&self, w: &mut impl Write) -> std::io::Result<()> {
+        writeln!(w, "reconcile · service {}", self.service_id)?;
+        writeln!(w, "  verigator users       {:>9}", self.verigator_users)?;
+        writeln!(w, "  ledger rows           {:>9}", self.ledger_rows)?;
+        writeln!(w, "  agree                 {:>9}", self.agree)?;
+        writeln!(
+            w,
+            "  not registered        {:>9}  failed or retry in the ledger, absent at Verigator",
+            self.not_registered
+        )?;
+        writeln!(
+            w,
+            "  at Verigator only     {:>9}  unknown to the ledger",
+            self.at_verigator_only
+        )?;
+        writeln!(
+            w,
+            "  missing at Verigator  {:>9}  deleted elsewhere; --fix re-registers on the next import",
+            self.missing_at_verigator
+        )?;
+        writeln!(
+            w,
+            "  UserID differs        {:>9}  --fix takes Verigator's",
+            self.user_id_differs
+        )?;
+        writeln!(
+            w,
+            "  UserID unknown        {:>9}  --fix records Verigator's",
+            self.user_id_unknown
+        )?;
+        if self.fixed > 0 {
+            writeln!(w, "  fixed                 {:>9}", self.fixed)?;
+        }
+        Ok(())
+    }
+
+    /// The JSON object of `--json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["exit_code"] = self.exit_code().into();
+        v
+    }
+
+    /// Writes one CSV line per disagreement.
+    pub fn write_report(&self, w: impl Write) -> std::io::Result<()> {
+        let mut out = csv::Writer::from_writer(w);
+        out.write_record([
+            "kind",
+            "id_in_service",
+            "ledger_status",
+            "ledger_user_id",
+            "verigator_user_id",
+        ])?;
+        for d in &self.disagreements {
+            let kind = serde_json::to_value(d.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.write_record([
+                kind.as_str(),
+                &d.id_in_service,
+                d.ledger_status.map_or("", Status::as_str),
+                d.ledger_user_id.as_deref().unwrap_or(""),
+                d.verigator_user_id.as_deref().unwrap_or(""),
+            ])?;
+        }
+        out.flush()
+    }
+}
+
+/// Lists the users, compares, and with `fix` corrects the ledger.
+pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
+    // Fixing writes, so it takes the run lock like an import; a plain comparison only reads.
+    let mut ledger = if config.fix {
+        Ledger::open_for_import(&config.ledger)?
+    } else {
+        Ledger::open_read_only(&config.ledger)?
+    };
+    let client = Client::new(&config.client, Stop::default())?;
+    let list = match client.list_users(&config.service_id).await.result {
+        Retried::Done(Ok(list)) => list,
+        Retried::Done(Err(ListError::Fatal(fatal))) => {
+            return Err(ReconcileError::List(fatal.to_string()));
+        }
+        Retried::Done(Err(e)) => return Err(ReconcileError::List(e.to_string())),
+        Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => {
+            return Err(ReconcileError::List(format!(
+                "listing users failed: {reason}"
+            )));
+        }
+        Retried::Stopped(None) => {
+            return Err(ReconcileError::List("listing users was interrupted".into()));
+        }
+    };
+    let mut remote: HashMap<String, String> = list
+        .users
+        .into_iter()
+        .map(|u| (u.id_in_service, u.id))
+        .collect();
+    let rows = ledger.known_users(&config.service_id)?;
+    let mut findings = Findings {
+        service_id: config.service_id.clone(),
+        verigator_users: remote.len() as u64,
+        ledger_rows: rows.len() as u64,
+        ..Findings::default()
+    };
+    for (id, status, ledger_uid) in rows {
+        let remote_uid = remote.remove(&id);
+        let kind = match (status, &ledger_uid, &remote_uid) {
+            (_, Some(l), Some(r)) if l == r => None,
+            (Status::Failed | Status::Retry, None, None) => {
+                findings.not_registered += 1;
+                continue;
+            }
+            (_, Some(_), None) | (Status::Synced | Status::Present, None, None) => {
+                Some(Kind::MissingAtVerigator)
+            }
+            (_, Some(_), Some(_)) => Some(Kind::UserIdDiffers),
+            (_, None, Some(_)) => Some(Kind::UserIdUnknown),
+        };
+        let Some(kind) = kind else {
+            findings.agree += 1;
+            continue;
+        };
+        if config.fix {
+            match (kind, &remote_uid) {
+                (Kind::MissingAtVerigator, _) => {
+                    ledger.mark_gone(
+                        &config.service_id,
+                        &id,
+                        "not at Verigator (reconcile --fix): the next import registers it again",
+                    )?;
+                }
+                (_, Some(uid)) => ledger.set_user_id(&config.service_id, &id, uid)?,
+                (_, None) => {}
+            }
+            findings.fixed += 1;
+        }
+        findings.disagreements.push(Disagreement {
+            kind,
+            id_in_service: id,
+            ledger_status: Some(status),
+            ledger_user_id: ledger_uid,
+            verigator_user_id: remote_uid,
+        });
+    }
+    let mut only_there: Vec<(String, String)> = remote.into_iter().collect();
+    only_there.sort();
+    for (id, uid) in only_there {
+        findings.disagreements.push(Disagreement {
+            kind: Kind::AtVerigatorOnly,
+            id_in_service: id,
+            ledger_status: None,
+            ledger_user_id: None,
+            verigator_user_id: Some(uid),
+        });
+    }
+    for d in &findings.disagreements {
+        match d.kind {
+            Kind::AtVerigatorOnly => findings.at_verigator_only += 1,
+            Kind::MissingAtVerigator => findings.missing_at_verigator += 1,
+            Kind::UserIdDiffers => findings.user_id_differs += 1,
+            Kind::UserIdUnknown => findings.user_id_unknown += 1,
+        }
+    }
+    ledger.commit()?;
+    Ok(findings)
+}
