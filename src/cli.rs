@@ -108,6 +108,9 @@ pub struct ImportArgs {
     /// No progress bar and no periodic progress lines.
     #[arg(long)]
     pub no_progress: bool,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, hide = true, default_value_t = 10.0)]
+    pub progress_interval: f64,
     /// Print the plan (what would be sent, skipped, rejected) without any request or ledger write.
     #[arg(long)]
     pub dry_run: bool,

@@ -170,6 +170,8 @@ pub struct ImportConfig {
     pub json: bool,
     /// Show progress (bar on a terminal, periodic lines otherwise).
     pub progress: bool,
+    /// Time between progress lines when stderr is not a terminal.
+    pub progress_interval: Duration,
     /// What else the run may do.
     pub mode: Mode,
     /// Where to write the per-row report.
@@ -401,6 +403,7 @@ impl ImportConfig {
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
+            progress_interval: Duration::from_secs_f64(args.progress_interval.clamp(0.05, 3600.0)),
             mode: Mode {
                 dry_run: args.dry_run,
                 limit: args.limit,

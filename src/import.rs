@@ -101,7 +101,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         ledger,
         run_id,
         input: reader.name().to_string(),
-        progress: Progress::new(config.progress, reader.size()),
+        progress: Progress::new(config.progress, reader.size(), config.progress_interval),
         report,
         report_failure: None,
         counts: RunCounts::default(),

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::ledger::RunCounts;
 
-/// How often a plain progress line is printed when stderr is not a terminal.
+/// How often a plain progress line is printed when stderr is not a terminal (by default).
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
 /// Row warnings printed in full before the rest are only counted (the ledger and export keep all).
 pub const MAX_WARNINGS: u64 = 50;
@@ -23,11 +23,13 @@ pub struct Progress {
     last_line: Instant,
     size: Option<u64>,
     warnings: u64,
+    every: Duration,
 }
 
 impl Progress {
-    /// `enabled` is false with `--no-progress`; `size` is the input's byte size when known.
-    pub fn new(enabled: bool, size: Option<u64>) -> Progress {
+    /// `enabled` is false with `--no-progress`; `size` is the input's byte size when known;
+    /// `every` spaces the plain lines used when stderr is not a terminal.
+    pub fn new(enabled: bool, size: Option<u64>, every: Duration) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (enabled && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr_with_hz(10));
@@ -49,6 +51,7 @@ impl Progress {
             last_line: now,
             size,
             warnings: 0,
+            every,
         }
     }
 
@@ -60,7 +63,7 @@ impl Progress {
             }
             bar.set_message(status_line(counts, None, self.started.elapsed()));
             bar.tick();
-        } else if self.lines && self.last_line.elapsed() >= LINE_EVERY {
+        } else if self.lines && self.last_line.elapsed() >= self.every {
             self.last_line = Instant::now();
             let total = estimate_total(counts.rows, bytes, self.size);
             eprintln!("{}", status_line(counts, total, self.started.elapsed()));
