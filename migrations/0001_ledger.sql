@@ -15,8 +15,6 @@ CREATE TABLE users (
     PRIMARY KEY (service_id, id_in_service)
 );
 
-CREATE INDEX users_by_status ON users (service_id, status);
-
 CREATE TABLE runs (
     id          INTEGER PRIMARY KEY,
     service_id  TEXT    NOT NULL,

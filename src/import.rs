@@ -432,6 +432,7 @@ impl Run<'_> {
             line,
             user,
             replace,
+            known,
         } = job;
         self.flying.remove(&line);
         let (id, phone) = (user.id_in_service.as_str(), user.phone_number.as_str());
@@ -470,6 +471,7 @@ impl Run<'_> {
             ctime: None,
             attempts: answer.created.attempts,
             last_error: None,
+            known,
         };
         let mut reason = None;
         let (outcome, settled, write) = match &answer.created.result {

@@ -154,6 +154,8 @@ pub struct Change<'a> {
     pub attempts: u32,
     /// The last error, for failed and retry rows.
     pub last_error: Option<&'a str>,
+    /// Whether the ledger already has this row (an update) or not (a plain, cheaper insert).
+    pub known: bool,
 }
 
 /// An open ledger. Writes are batched into transactions committed every [`BATCH_ROWS`] rows or
@@ -164,6 +166,9 @@ pub struct Ledger {
     in_transaction: bool,
     batch_rows: usize,
     batch_started: Instant,
+    /// `updated_at` for the rows of the current batch: formatting a timestamp per row costs more
+    /// than the insert's own bookkeeping, and a batch lasts at most [`BATCH_AGE`].
+    batch_time: String,
     _lock: Option<File>,
 }
 
@@ -233,6 +238,7 @@ impl Ledger {
             in_transaction: false,
             batch_rows: 0,
             batch_started: Instant::now(),
+            batch_time: now(),
             _lock: Some(lock),
         })
     }
@@ -266,6 +272,7 @@ impl Ledger {
             in_transaction: false,
             batch_rows: 0,
             batch_started: Instant::now(),
+            batch_time: now(),
             _lock: None,
         })
     }
@@ -296,6 +303,7 @@ impl Ledger {
             self.in_transaction = true;
             self.batch_rows = 0;
             self.batch_started = Instant::now();
+            self.batch_time = now();
         }
         Ok(())
     }
@@ -330,9 +338,20 @@ impl Ledger {
     /// Records an outcome inside the current batch and returns the row's rowid.
     pub fn record(&mut self, service_id: &str, w: &Change<'_>) -> Result<i64, LedgerError> {
         self.begin()?;
-        let rowid = {
-            let mut stmt = self
-                .conn
+        let values = params![
+            service_id,
+            w.id_in_service,
+            w.phone_number,
+            w.status.as_str(),
+            w.user_id,
+            w.ctime,
+            w.attempts,
+            w.last_error,
+            self.batch_time
+        ];
+        let path = &self.path;
+        let rowid = if w.known {
+            self.conn
                 .prepare_cached(
                     "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
                                         attempts, last_error, updated_at)
@@ -344,22 +363,19 @@ impl Ledger {
                         last_error = excluded.last_error, updated_at = excluded.updated_at
                      RETURNING rowid",
                 )
-                .map_err(|e| sqlite(&self.path, e))?;
-            stmt.query_row(
-                params![
-                    service_id,
-                    w.id_in_service,
-                    w.phone_number,
-                    w.status.as_str(),
-                    w.user_id,
-                    w.ctime,
-                    w.attempts,
-                    w.last_error,
-                    now()
-                ],
-                |r| r.get(0),
-            )
-            .map_err(|e| sqlite(&self.path, e))?
+                .and_then(|mut stmt| stmt.query_row(values, |r| r.get(0)))
+                .map_err(|e| sqlite(path, e))?
+        } else {
+            // Most rows of a big import are new: a plain insert skips the upsert machinery.
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
+                                        attempts, last_error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut stmt| stmt.execute(values))
+                .map_err(|e| sqlite(path, e))?;
+            self.conn.last_insert_rowid()
         };
         self.batch_rows += 1;
         Ok(rowid)
@@ -916,6 +932,7 @@ mod tests {
             ctime: None,
             attempts: 1,
             last_error: None,
+            known: false,
         }
     }
 
@@ -937,8 +954,15 @@ mod tests {
             (rowid, Status::Synced, Some("u1"))
         );
         assert_eq!(l.lookup("other", "a").expect("lookup"), None);
-        l.record("s", &write("a", Status::Retry, None))
-            .expect("record");
+        let again = Change {
+            known: true,
+            ..write("a", Status::Retry, None)
+        };
+        assert_eq!(
+            l.record("s", &again).expect("record"),
+            rowid,
+            "an update keeps the rowid"
+        );
         l.commit().expect("commit");
         let n: i64 = l
             .conn

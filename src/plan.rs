@@ -18,6 +18,8 @@ pub struct Job {
     pub user: User,
     /// Set when the user exists with another phone and `--apply-changes` replaces it.
     pub replace: Option<Replace>,
+    /// Whether the ledger already has a row for this id (retry, failed or replaced rows).
+    pub known: bool,
 }
 
 /// The user to delete before creating it again with the new phone.
@@ -123,6 +125,7 @@ impl Planner {
                 line,
                 user,
                 replace: None,
+                known: false,
             }));
         };
         if let Some((first, phone)) = self.seen.get(entry.rowid) {
@@ -144,6 +147,7 @@ impl Planner {
                     (Some(old_user_id), true) => Decision::Send(Job {
                         line,
                         user,
+                        known: true,
                         replace: Some(Replace {
                             old_user_id: old_user_id.clone(),
                             old_phone: entry.phone_number,
@@ -181,6 +185,7 @@ impl Planner {
                 line,
                 user,
                 replace: None,
+                known: true,
             }),
         })
     }

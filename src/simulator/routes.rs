@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::state::{Counters, RateWindow, Store, StoredUser, bump};
+use super::state::{Counters, RateWindow, Service, Store, StoredUser, bump};
 
 /// The header the real API authenticates with: `username:password`, unencoded.
 const AUTH_HEADER: &str = "x-service-auth";
@@ -206,13 +206,21 @@ fn required_string(value: Option<Value>, field: &str) -> Result<String, String> 
     }
 }
 
+/// A valid create, made ready before taking the lock: the user, the phone verdict and the
+/// success body (built from the user before it moves into the store).
+struct Prepared {
+    user: StoredUser,
+    phone_rejected: bool,
+    answer: Vec<u8>,
+}
+
 /// What the create critical section decided; responses are built after the lock is released.
 enum Outcome {
     Invalid(String),
     PhoneRejected(String),
     Unavailable,
     Reset,
-    Created,
+    Created(Vec<u8>),
     Conflict,
 }
 
@@ -230,23 +238,26 @@ async fn create(
         );
     };
     let parsed = parse_new_user(&body);
-    let named = match &parsed {
-        Ok(user) => Some(user.id_in_service.as_str()),
-        Err(invalid) => invalid.id_in_service.as_deref(),
-    };
     if let Some(response) = app.refusal(&parts.headers) {
+        let named = match &parsed {
+            Ok(user) => Some(user.id_in_service.as_str()),
+            Err(invalid) => invalid.id_in_service.as_deref(),
+        };
         app.note_attempt(&service_id, named);
         return response;
     }
 
-    // Everything that needs no lock is prepared up front, including the success body.
     let fault = app.roll_fault();
     let prepared = parsed.map(|new| {
-        let rejected = app.is_rejected_phone(&new.phone_number);
+        let phone_rejected = app.is_rejected_phone(&new.phone_number);
         let user = StoredUser::new(new.id_in_service, new.phone_number);
         let mut answer = Vec::with_capacity(128 + user.id_in_service.len());
         write_user(&mut answer, &user);
-        (user, rejected, answer)
+        Prepared {
+            user,
+            phone_rejected,
+            answer,
+        }
     });
 
     let mut services = app.store.lock();
@@ -254,40 +265,48 @@ async fn create(
         drop(services);
         return service_not_found();
     };
-    let (outcome, answer) = match prepared {
+    let outcome = decide(service, prepared, fault, &app.stats);
+    drop(services);
+    respond(&app, outcome)
+}
+
+/// The create critical section: counts the attempt, then validation, faults, conflict, insert.
+/// Validation comes before the faults so a 422 is deterministic whatever the knobs say.
+fn decide(
+    service: &mut Service,
+    prepared: Result<Prepared, Invalid>,
+    fault: Fault,
+    stats: &Counters,
+) -> Outcome {
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
         Err(invalid) => {
             if let Some(name) = &invalid.id_in_service {
                 service.note_attempt(name);
             }
-            (Outcome::Invalid(invalid.message), Vec::new())
-        }
-        Ok((user, rejected, answer)) => {
-            service.note_attempt(&user.id_in_service);
-            let outcome = if rejected {
-                Outcome::PhoneRejected(user.phone_number)
-            } else {
-                match fault {
-                    Fault::Fail => Outcome::Unavailable,
-                    Fault::Reset {
-                        create_first: false,
-                    } => Outcome::Reset,
-                    Fault::Reset { create_first: true } => {
-                        if service.insert(user).is_ok() {
-                            bump(&app.stats.created);
-                        }
-                        Outcome::Reset
-                    }
-                    Fault::None => match service.insert(user) {
-                        Ok(()) => Outcome::Created,
-                        Err(_) => Outcome::Conflict,
-                    },
-                }
-            };
-            (outcome, answer)
+            return Outcome::Invalid(invalid.message);
         }
     };
-    drop(services);
+    service.note_attempt(&prepared.user.id_in_service);
+    if prepared.phone_rejected {
+        return Outcome::PhoneRejected(prepared.user.phone_number);
+    }
+    match fault {
+        Fault::Fail => Outcome::Unavailable,
+        Fault::Reset { create_first } => {
+            if create_first && service.insert(prepared.user).is_ok() {
+                bump(&stats.created);
+            }
+            Outcome::Reset
+        }
+        Fault::None => match service.insert(prepared.user) {
+            Ok(()) => Outcome::Created(prepared.answer),
+            Err(_) => Outcome::Conflict,
+        },
+    }
+}
 
+fn respond(app: &App, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Invalid(message) => {
             bump(&app.stats.rejected);
@@ -313,7 +332,7 @@ async fn create(
             response.extensions_mut().insert(DropConnection);
             response
         }
-        Outcome::Created => {
+        Outcome::Created(answer) => {
             bump(&app.stats.created);
             json(app.create_status, answer)
         }
