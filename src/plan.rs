@@ -51,33 +51,36 @@ pub enum Decision {
     },
 }
 
-/// Where each ledger row was first seen in this run, by rowid: a duplicate check that costs eight
-/// bytes per ledger row instead of a set of every id in the file.
+/// The line where each ledger row was first seen in this run, by rowid: a duplicate check that
+/// costs four bytes per ledger row instead of a set of every id in the file. The first occurrence's
+/// phone is the ledger's, except for the few rows listed in `phones` (changed or being resent).
 #[derive(Debug, Default)]
-struct Seen(Vec<(u32, u32)>);
+struct Seen {
+    lines: Vec<u32>,
+    phones: HashMap<i64, String>,
+}
 
 impl Seen {
-    fn get(&self, rowid: i64) -> Option<(u32, u32)> {
-        let slot = *self.0.get(usize::try_from(rowid).ok()?)?;
-        (slot.0 != 0).then_some(slot)
+    /// The first line and phone of a row seen before; `ledger_phone` is what the ledger holds.
+    fn get<'a>(&'a self, rowid: i64, ledger_phone: &'a str) -> Option<(u64, &'a str)> {
+        let line = *self.lines.get(usize::try_from(rowid).ok()?)?;
+        let phone = self.phones.get(&rowid).map_or(ledger_phone, String::as_str);
+        (line != 0).then_some((u64::from(line), phone))
     }
 
-    fn mark(&mut self, rowid: i64, line: u64, phone: &str) {
+    fn mark(&mut self, rowid: i64, line: u64, phone: &str, ledger_phone: &str) {
         let Ok(index) = usize::try_from(rowid) else {
             return;
         };
-        if self.0.len() <= index {
-            self.0.resize(index + 1 + index / 4, (0, 0));
+        if self.lines.len() <= index {
+            // Vec's own doubling keeps this amortised; only the written prefix costs memory.
+            self.lines.resize(index + 1, 0);
         }
-        self.0[index] = (u32::try_from(line).unwrap_or(u32::MAX), phone_hash(phone));
+        self.lines[index] = u32::try_from(line).unwrap_or(u32::MAX);
+        if phone != ledger_phone {
+            self.phones.insert(rowid, phone.to_string());
+        }
     }
-}
-
-fn phone_hash(phone: &str) -> u32 {
-    // FNV-1a: it only compares two phones of the same id, so 32 bits are plenty.
-    phone.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// The per-run state of the filter.
@@ -128,11 +131,12 @@ impl Planner {
                 known: false,
             }));
         };
-        if let Some((first, phone)) = self.seen.get(entry.rowid) {
-            let same = phone == phone_hash(&user.phone_number);
-            return Ok(duplicate(user, u64::from(first), same));
+        if let Some((first, phone)) = self.seen.get(entry.rowid, &entry.phone_number) {
+            let same = phone == user.phone_number;
+            return Ok(duplicate(user, first, same));
         }
-        self.seen.mark(entry.rowid, line, &user.phone_number);
+        self.seen
+            .mark(entry.rowid, line, &user.phone_number, &entry.phone_number);
         let same_phone = entry.phone_number == user.phone_number;
         let keep = |user, outcome, reason: Option<String>, settled| Decision::Keep {
             user,
@@ -192,7 +196,8 @@ impl Planner {
 
     /// Notes that a sent row is now in the ledger under `rowid`.
     pub fn recorded(&mut self, rowid: i64, line: u64, user: &User) {
-        self.seen.mark(rowid, line, &user.phone_number);
+        self.seen
+            .mark(rowid, line, &user.phone_number, &user.phone_number);
         self.pending.remove(&user.id_in_service);
     }
 }

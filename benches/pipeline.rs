@@ -1,0 +1,409 @@
+//! The performance benchmark of issue 5: `cargo bench --bench pipeline`.
+//!
+//! Measures, on this machine, with the simulator (in this process) and the importer (the real
+//! binary, a child process) sharing the cores: wrk's create rate against the simulator, the
+//! importer's rows/s over 200,000 rows, the 1,000,000-row no-op rerun, peak RSS of full imports at
+//! 20,000 and 1,000,000 rows, and the rate limiter's exactness at `--rate 100`. Prints one table of
+//! medians of 3 runs and exits non-zero if a target is missed. Traffic stays on 127.0.0.1.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use verigator_sync::simulator::{SimConfig, Simulator};
+
+const SERVICE: &str = "bench";
+const RUNS: usize = 3;
+/// importer rows/s ≥ this × wrk's requests/s against the same simulator.
+const MIN_IMPORT_VS_WRK: f64 = 0.6;
+/// The no-op rerun of 1,000,000 already-synced rows.
+const MAX_NOOP_SECONDS: f64 = 1.0;
+const MAX_NOOP_RSS_MB: f64 = 32.0;
+/// Peak RSS at 1,000,000 rows over peak RSS at 20,000 rows.
+const MAX_RSS_GROWTH: f64 = 1.5;
+/// The limiter check: `--rate` over `LIMIT_SECONDS`, each 5-second window within ±2%.
+const LIMIT_RATE: u32 = 100;
+const LIMIT_SECONDS: u32 = 30;
+const LIMIT_TOLERANCE: f64 = 0.02;
+
+struct Measured {
+    wall: f64,
+    rss_mb: f64,
+    summary: serde_json::Value,
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = ensure_tools() {
+        eprintln!("bench: {e}");
+        return ExitCode::from(2);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("target").join("bench-data");
+    fs::create_dir_all(&data).expect("create target/bench-data");
+    let csv = |n: usize| generate(&data, n);
+    let (small, medium, large) = (csv(20_000), csv(200_000), csv(1_000_000));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    eprintln!("bench: wrk -t2 -c32 -d5s against the simulator, {RUNS} times");
+    let wrk = median(
+        (0..RUNS)
+            .map(|_| with_simulator(&rt, SimConfig::default(), wrk_rate))
+            .collect(),
+    );
+
+    eprintln!("bench: importing 200,000 rows (--rate 0 --concurrency 64), {RUNS} times");
+    let import_rate = median(
+        (0..RUNS)
+            .map(|_| {
+                with_simulator(&rt, SimConfig::default(), |sim| {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let m = import(
+                        sim,
+                        &medium,
+                        &dir.path().join("l.db"),
+                        &["--rate", "0", "--concurrency", "64"],
+                    );
+                    assert_eq!(m.summary["synced"], 200_000, "{}", m.summary);
+                    200_000.0 / m.wall
+                })
+            })
+            .collect(),
+    );
+
+    eprintln!("bench: full imports of 20,000 and 1,000,000 rows for peak RSS, {RUNS} times each");
+    let rss_small = median(
+        (0..RUNS)
+            .map(|_| {
+                with_simulator(&rt, SimConfig::default(), |sim| {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    import(
+                        sim,
+                        &small,
+                        &dir.path().join("l.db"),
+                        &["--rate", "0", "--concurrency", "64"],
+                    )
+                    .rss_mb
+                })
+            })
+            .collect(),
+    );
+    let big_dir = tempfile::tempdir().expect("tempdir");
+    let big_ledger = big_dir.path().join("l.db");
+    let rss_large = median(
+        (0..RUNS)
+            .map(|_| {
+                with_simulator(&rt, SimConfig::default(), |sim| {
+                    for ext in ["", "-wal", "-shm"] {
+                        let _ = fs::remove_file(format!("{}{ext}", big_ledger.display()));
+                    }
+                    let m = import(
+                        sim,
+                        &large,
+                        &big_ledger,
+                        &["--rate", "0", "--concurrency", "64"],
+                    );
+                    assert_eq!(m.summary["synced"], 1_000_000, "{}", m.summary);
+                    m.rss_mb
+                })
+            })
+            .collect(),
+    );
+
+    eprintln!("bench: no-op rerun of 1,000,000 rows already in the ledger, {RUNS} times");
+    let noop: Vec<Measured> = (0..RUNS)
+        .map(|_| {
+            with_simulator(&rt, SimConfig::default(), |sim| {
+                let m = import(sim, &large, &big_ledger, &[]);
+                assert_eq!(m.summary["skipped"], 1_000_000, "{}", m.summary);
+                assert_eq!(sim.stats().create_requests, 0);
+                m
+            })
+        })
+        .collect();
+    let noop_wall = median(noop.iter().map(|m| m.wall).collect());
+    let noop_rss = median(noop.iter().map(|m| m.rss_mb).collect());
+
+    eprintln!("bench: --rate {LIMIT_RATE} for {LIMIT_SECONDS} s");
+    let limiter = with_simulator(&rt, SimConfig::default(), |sim| {
+        let rows = (LIMIT_RATE * LIMIT_SECONDS) as usize;
+        let csv = generate(&data, rows);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rate = LIMIT_RATE.to_string();
+        import(
+            sim,
+            &csv,
+            &dir.path().join("l.db"),
+            &["--rate", &rate, "--burst", "1"],
+        );
+        windows(sim)
+    });
+
+    let import_vs_wrk = import_rate / wrk;
+    let growth = rss_large / rss_small;
+    let window_ok = limiter.windows.iter().all(|&n| {
+        let want = f64::from(LIMIT_RATE) * 5.0;
+        (f64::from(n) - want).abs() <= want * LIMIT_TOLERANCE
+    });
+    let rows: Vec<(String, String, String, bool)> = vec![
+        row(
+            "wrk against the simulator",
+            format!("{wrk:.0} req/s"),
+            "(the ceiling)".into(),
+            true,
+        ),
+        row(
+            "importer, 200,000 rows",
+            format!("{import_rate:.0} rows/s"),
+            String::new(),
+            true,
+        ),
+        row(
+            "importer / wrk",
+            format!("{import_vs_wrk:.2}"),
+            format!("≥ {MIN_IMPORT_VS_WRK}"),
+            import_vs_wrk >= MIN_IMPORT_VS_WRK,
+        ),
+        row(
+            "no-op rerun, 1,000,000 rows",
+            format!("{noop_wall:.2} s, {noop_rss:.1} MB"),
+            format!("≤ {MAX_NOOP_SECONDS} s, ≤ {MAX_NOOP_RSS_MB} MB"),
+            noop_wall <= MAX_NOOP_SECONDS && noop_rss <= MAX_NOOP_RSS_MB,
+        ),
+        row(
+            "peak RSS, full import of 20,000 rows",
+            format!("{rss_small:.1} MB"),
+            String::new(),
+            true,
+        ),
+        row(
+            "peak RSS, full import of 1,000,000 rows",
+            format!("{rss_large:.1} MB"),
+            String::new(),
+            true,
+        ),
+        row(
+            "peak RSS 1,000,000 / 20,000",
+            format!("{growth:.2}"),
+            format!("≤ {MAX_RSS_GROWTH}"),
+            growth <= MAX_RSS_GROWTH,
+        ),
+        row(
+            &format!("--rate {LIMIT_RATE}: requests per 5 s window"),
+            format!("{:?}", limiter.windows),
+            format!("{} ± 2% each", LIMIT_RATE * 5),
+            window_ok,
+        ),
+        row(
+            &format!("--rate {LIMIT_RATE}: most requests in one second"),
+            limiter.busiest_second.to_string(),
+            format!("≤ {} (rate + burst)", LIMIT_RATE + 1),
+            limiter.busiest_second <= LIMIT_RATE + 1,
+        ),
+    ];
+    println!(
+        "\n{:<44} {:<28} {:<26} ok",
+        "what (medians of 3 runs)", "measured", "target"
+    );
+    for (what, measured, target, ok) in &rows {
+        println!(
+            "{what:<44} {measured:<28} {target:<26} {}",
+            if *ok { "yes" } else { "NO" }
+        );
+    }
+    if rows.iter().all(|r| r.3) {
+        println!("\nall targets met");
+        ExitCode::SUCCESS
+    } else {
+        println!("\nsome targets missed");
+        ExitCode::FAILURE
+    }
+}
+
+fn row(what: &str, measured: String, target: String, ok: bool) -> (String, String, String, bool) {
+    (what.to_string(), measured, target, ok)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// wrk and GNU time: installed from Debian's packages when missing (the bench runs as root here).
+fn ensure_tools() -> Result<(), String> {
+    let missing: Vec<&str> = [("wrk", "wrk"), ("/usr/bin/time", "time")]
+        .into_iter()
+        .filter(|(cmd, _)| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {}", missing.join(" "));
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "apt-get update -qq && apt-get install -y -qq {}",
+                missing.join(" ")
+            ),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "install {} (apt-get install {})",
+            missing.join(" "),
+            missing.join(" ")
+        ))
+    }
+}
+
+/// `rows` users in a CSV under target/bench-data, made once. Ids come in their sort order, like an
+/// export of sequential logins; see the README for ids in random order (random B-tree I/O).
+fn generate(dir: &Path, rows: usize) -> PathBuf {
+    let path = dir.join(format!("users-{rows}.csv"));
+    if path.exists() {
+        return path;
+    }
+    let mut text = String::with_capacity(rows * 40);
+    text.push_str("id_in_service,phone_number\n");
+    for i in 0..rows {
+        text.push_str(&format!("user{i:07}@example.com,+3725{i:07}\n"));
+    }
+    fs::write(&path, text).expect("write bench CSV");
+    path
+}
+
+fn with_simulator<T>(
+    rt: &tokio::runtime::Runtime,
+    config: SimConfig,
+    f: impl FnOnce(&Simulator) -> T,
+) -> T {
+    let sim = rt
+        .block_on(Simulator::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            config,
+        ))
+        .expect("simulator");
+    let out = f(&sim);
+    rt.block_on(sim.shutdown());
+    out
+}
+
+fn wrk_rate(sim: &Simulator) -> f64 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join("unique-users.lua");
+    let url = format!("{}/v1/service/service/wrk/users", sim.base_url());
+    let out = Command::new("wrk")
+        .args(["-t2", "-c32", "-d5s", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stats = sim.stats();
+    assert!(
+        stats.created > 0 && stats.conflicts == 0 && stats.unauthorized == 0,
+        "wrk made real creates: {stats:?}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
+}
+
+/// Runs the real binary under GNU time and returns wall time, peak RSS and the JSON summary.
+fn import(sim: &Simulator, csv: &Path, ledger: &Path, extra: &[&str]) -> Measured {
+    let rss_file = tempfile::NamedTempFile::new().expect("tempfile");
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(rss_file.path())
+        .arg(env!("CARGO_BIN_EXE_verigator-sync"))
+        .args([
+            "import",
+            "--json",
+            "--no-progress",
+            "--base-url",
+            &sim.base_url(),
+            "--service-id",
+            SERVICE,
+            "--ledger",
+        ])
+        .arg(ledger)
+        .args(extra)
+        .arg(csv)
+        .env("VERIGATOR_USERNAME", "demo")
+        .env("VERIGATOR_PASSWORD", "demo")
+        .output()
+        .expect("importer runs");
+    let wall = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss_kb: f64 = fs::read_to_string(rss_file.path())
+        .ok()
+        .and_then(|t| t.trim().lines().last().and_then(|l| l.trim().parse().ok()))
+        .expect("GNU time wrote the peak RSS");
+    let summary = serde_json::from_slice(&out.stdout).expect("one JSON summary");
+    Measured {
+        wall,
+        rss_mb: rss_kb / 1024.0,
+        summary,
+    }
+}
+
+struct Limiter {
+    windows: Vec<u32>,
+    busiest_second: u32,
+}
+
+/// Arrival times of the creates, from the simulator's `ctime`: counts per 5-second window and the
+/// most in any one second of the run (seconds counted from the first arrival).
+fn windows(sim: &Simulator) -> Limiter {
+    let mut times: Vec<Duration> = {
+        let users = sim.users(SERVICE);
+        let parse = |c: &str| {
+            chrono::NaiveDateTime::parse_from_str(c, "%Y-%m-%dT%H:%M:%S%.f").expect("ctime")
+        };
+        let first = users.iter().map(|u| parse(&u.ctime)).min().expect("users");
+        users
+            .iter()
+            .map(|u| (parse(&u.ctime) - first).to_std().unwrap_or_default())
+            .collect()
+    };
+    times.sort();
+    let mut windows = vec![0u32; (LIMIT_SECONDS / 5) as usize];
+    for t in &times {
+        if let Some(w) = windows.get_mut((t.as_secs() / 5) as usize) {
+            *w += 1;
+        }
+    }
+    let mut seconds = vec![0u32; LIMIT_SECONDS as usize + 1];
+    for t in &times {
+        if let Some(n) = seconds.get_mut(t.as_secs() as usize) {
+            *n += 1;
+        }
+    }
+    let busiest = seconds.into_iter().max().unwrap_or_default();
+    Limiter {
+        windows,
+        busiest_second: busiest,
+    }
+}
