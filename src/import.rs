@@ -18,7 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::client::{Attempted, Client, ClientError, Created, Deleted, ListError, Retried};
 use crate::config::{ImportConfig, Verbosity};
 use crate::input::{self, InputError, Record, Row, mask_phone};
-use crate::ledger::{Change, Ledger, LedgerError, RunCounts, Status};
+use crate::ledger::{Change, Entry, Ledger, LedgerError, RunCounts, Status};
 use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
 use crate::report::{Outcome, RowReport, Summary};
@@ -97,7 +97,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let started = Instant::now();
     let mut run = Run {
         config,
-        planner: Planner::new(&config.service_id, config.mode),
+        planner: Planner::new(config.mode),
         ledger,
         run_id,
         input: reader.name().to_string(),
@@ -215,8 +215,9 @@ impl Run<'_> {
                 chunk = chunks.recv(), if wants_input => match chunk {
                     None => input_done = true,
                     Some(Ok(records)) => {
+                        let found = self.lookup(&records)?;
                         for record in records {
-                            if let Some(job) = self.decide(record)? {
+                            if let Some(job) = self.decide(record, &found) {
                                 queue.push_back(job);
                             }
                         }
@@ -322,8 +323,24 @@ impl Run<'_> {
         }
     }
 
+    /// What the ledger holds for a chunk's ids: no row's decision writes, so one lookup serves
+    /// the whole chunk.
+    fn lookup(&mut self, records: &[Record]) -> Result<HashMap<String, Entry>, LedgerError> {
+        let Some(ledger) = &mut self.ledger else {
+            return Ok(HashMap::new());
+        };
+        let ids: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match &r.row {
+                Row::User(user) => Some(user.id_in_service.as_str()),
+                Row::Invalid(_) => None,
+            })
+            .collect();
+        ledger.lookup_chunk(&self.config.service_id, &ids)
+    }
+
     /// Decides what to do with one record; returns the job if it must be sent now.
-    fn decide(&mut self, record: Record) -> Result<Option<Job>, LedgerError> {
+    fn decide(&mut self, record: Record, found: &HashMap<String, Entry>) -> Option<Job> {
         self.counts.rows += 1;
         let line = record.line;
         let user = match record.row {
@@ -336,11 +353,12 @@ impl Run<'_> {
                     Some(&r.reason),
                     false,
                 );
-                return Ok(None);
+                return None;
             }
             Row::User(user) => user,
         };
-        match self.planner.decide(self.ledger.as_mut(), line, user)? {
+        let entry = found.get(&user.id_in_service).cloned();
+        match self.planner.decide(entry, line, user) {
             Decision::Keep {
                 user,
                 outcome,
@@ -355,7 +373,7 @@ impl Run<'_> {
                     reason.as_deref(),
                     settled,
                 );
-                Ok(None)
+                None
             }
             Decision::Send(job)
                 if self
@@ -373,12 +391,12 @@ impl Run<'_> {
                     Some(reason),
                     false,
                 );
-                Ok(None)
+                None
             }
             Decision::Send(job) => {
                 // Counted when decided, so that --limit holds back exactly the rows beyond N.
                 self.counts.sent += 1;
-                Ok((!self.config.mode.dry_run).then_some(job))
+                (!self.config.mode.dry_run).then_some(job)
             }
         }
     }

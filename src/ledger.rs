@@ -2,13 +2,14 @@
 //! recording outcomes in batched transactions, the runs table, and the queries behind `status` and
 //! `export`. The only file with SQL; it knows nothing of HTTP or CSV.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
 use thiserror::Error;
@@ -215,8 +216,11 @@ impl Ledger {
             }
             Err(e) => return Err(io(e)),
         };
-        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|source| sqlite(&shown, source))?;
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| sqlite(&shown, source))?;
         if !fresh {
             check_is_ledger(&conn, &shown)?;
         }
@@ -250,8 +254,11 @@ impl Ledger {
         if !path.exists() {
             return Err(LedgerError::Missing(shown));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| sqlite(&shown, source))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| sqlite(&shown, source))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|source| sqlite(&shown, source))?;
         check_is_ledger(&conn, &shown)?;
@@ -297,9 +304,9 @@ impl Ledger {
 
     fn begin(&mut self) -> Result<(), LedgerError> {
         if !self.in_transaction {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| self.err(e))?;
+            // Deferred: a plan's read-only connection uses it too, and the run lock already keeps
+            // every other writer out.
+            self.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
             self.in_transaction = true;
             self.batch_rows = 0;
             self.batch_started = Instant::now();
@@ -308,31 +315,59 @@ impl Ledger {
         Ok(())
     }
 
-    /// Looks a user up. Sees this run's uncommitted writes too (same connection).
+    /// Looks one user up. Sees this run's uncommitted writes too (same connection).
     pub fn lookup(
         &mut self,
         service_id: &str,
         id_in_service: &str,
     ) -> Result<Option<Entry>, LedgerError> {
+        Ok(self
+            .lookup_chunk(service_id, &[id_in_service])?
+            .remove(id_in_service))
+    }
+
+    /// Looks up many users at once (a chunk of the file): one statement instead of one per row,
+    /// which halves the cost of a nightly run where nearly every row is already synced.
+    pub fn lookup_chunk(
+        &mut self,
+        service_id: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Entry>, LedgerError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let list = serde_json::to_string(ids).map_err(|e| LedgerError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        let path = &self.path;
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT rowid, phone_number, status, user_id, last_error FROM users
-                 WHERE service_id = ?1 AND id_in_service = ?2",
+                "SELECT u.id_in_service, u.rowid, u.phone_number, u.status, u.user_id, u.last_error
+                 FROM json_each(?2) AS j CROSS JOIN users AS u
+                   ON u.service_id = ?1 AND u.id_in_service = j.value",
             )
-            .map_err(|e| sqlite(&self.path, e))?;
-        stmt.query_row(params![service_id, id_in_service], |r| {
-            let status: String = r.get(2)?;
-            Ok(Entry {
-                rowid: r.get(0)?,
-                phone_number: r.get(1)?,
-                status: Status::parse(&status).unwrap_or(Status::Retry),
-                user_id: r.get(3)?,
-                last_error: r.get(4)?,
-            })
-        })
-        .optional()
-        .map_err(|e| sqlite(&self.path, e))
+            .map_err(|e| sqlite(path, e))?;
+        let mut rows = stmt
+            .query(params![service_id, list])
+            .map_err(|e| sqlite(path, e))?;
+        while let Some(r) = rows.next().map_err(|e| sqlite(path, e))? {
+            let entry = (|| {
+                let status = r.get_ref(3)?.as_str().unwrap_or_default();
+                Ok::<_, rusqlite::Error>(Entry {
+                    rowid: r.get(1)?,
+                    phone_number: r.get(2)?,
+                    status: Status::parse(status).unwrap_or(Status::Retry),
+                    user_id: r.get(4)?,
+                    last_error: r.get(5)?,
+                })
+            })()
+            .map_err(|e| sqlite(path, e))?;
+            found.insert(r.get(0).map_err(|e| sqlite(path, e))?, entry);
+        }
+        Ok(found)
     }
 
     /// Records an outcome inside the current batch and returns the row's rowid.
@@ -866,12 +901,9 @@ fn check_is_ledger(conn: &Connection, shown: &str) -> Result<(), LedgerError> {
             known,
         });
     }
-    let integrity: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| not_ledger(e.to_string()))?;
-    if integrity != "ok" {
-        return Err(not_ledger(format!("integrity check failed: {integrity}")));
-    }
+    // No integrity check here: it reads the whole file, a second per million rows, and the nightly
+    // no-op run must take about a second in all. Damage deeper in the file surfaces as SQLite's
+    // "database disk image is malformed" on the first page that holds it.
     Ok(())
 }
 

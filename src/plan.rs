@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::config::Mode;
 use crate::input::{User, mask_phone};
-use crate::ledger::{Ledger, LedgerError, Status};
+use crate::ledger::{Entry, Status};
 use crate::report::Outcome;
 
 /// A row to send.
@@ -86,7 +86,6 @@ impl Seen {
 /// The per-run state of the filter.
 #[derive(Debug)]
 pub struct Planner {
-    service_id: String,
     mode: Mode,
     seen: Seen,
     /// New ids queued or in flight, not yet in the ledger: line and phone of their first occurrence.
@@ -94,46 +93,37 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// A filter for one run into `service_id`.
-    pub fn new(service_id: &str, mode: Mode) -> Planner {
+    /// A filter for one run.
+    pub fn new(mode: Mode) -> Planner {
         Planner {
-            service_id: service_id.to_string(),
             mode,
             seen: Seen::default(),
             pending: HashMap::new(),
         }
     }
 
-    /// Decides what to do with one valid row. `ledger` is `None` for a plan without a ledger.
-    pub fn decide(
-        &mut self,
-        ledger: Option<&mut Ledger>,
-        line: u64,
-        user: User,
-    ) -> Result<Decision, LedgerError> {
+    /// Decides what to do with one valid row, given what the ledger holds for its id (looked up
+    /// for its chunk, so it includes every write this run has made).
+    pub fn decide(&mut self, entry: Option<Entry>, line: u64, user: User) -> Decision {
         if let Some((first, phone)) = self.pending.get(&user.id_in_service) {
             let (first, same) = (*first, *phone == user.phone_number);
-            return Ok(duplicate(user, first, same));
+            return duplicate(user, first, same);
         }
-        let entry = match ledger {
-            Some(ledger) => ledger.lookup(&self.service_id, &user.id_in_service)?,
-            None => None,
-        };
         let Some(entry) = entry else {
             self.pending.insert(
                 user.id_in_service.clone(),
                 (line, user.phone_number.clone()),
             );
-            return Ok(Decision::Send(Job {
+            return Decision::Send(Job {
                 line,
                 user,
                 replace: None,
                 known: false,
-            }));
+            });
         };
         if let Some((first, phone)) = self.seen.get(entry.rowid, &entry.phone_number) {
             let same = phone == user.phone_number;
-            return Ok(duplicate(user, first, same));
+            return duplicate(user, first, same);
         }
         self.seen
             .mark(entry.rowid, line, &user.phone_number, &entry.phone_number);
@@ -144,7 +134,7 @@ impl Planner {
             reason,
             settled,
         };
-        Ok(match (entry.status, same_phone) {
+        match (entry.status, same_phone) {
             (Status::Synced | Status::Present, true) => keep(user, Outcome::Skipped, None, true),
             (Status::Synced | Status::Present, false) => {
                 match (&entry.user_id, self.mode.apply_changes) {
@@ -191,7 +181,7 @@ impl Planner {
                 replace: None,
                 known: true,
             }),
-        })
+        }
     }
 
     /// Notes that a sent row is now in the ledger under `rowid`.
