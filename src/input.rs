@@ -179,7 +179,8 @@ pub fn from_reader(
     let delimiter = options
         .delimiter
         .unwrap_or_else(|| detect_delimiter(&first));
-    let chained: Box<dyn Read + Send> = Box::new(Cursor::new(first).chain(buffered));
+    let chained: Box<dyn Read + Send> =
+        Box::new(Cursor::new(first).chain(BlankLines::new(buffered)));
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         // Records end at '\n' only: with CRLF, csv's line numbers would lag one line behind;
@@ -265,6 +266,66 @@ fn find_column(
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// Makes blank lines visible to the CSV parser as a record holding one space (which
+/// [`Reader::next_record`] then skips): csv drops blank lines without counting them, so every line
+/// number after one would be off. Tracks quotes, so blank lines inside a quoted field stay data.
+struct BlankLines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    line_start: bool,
+    quoted: bool,
+    pending: Option<u8>,
+}
+
+impl<R: Read> BlankLines<R> {
+    fn new(inner: R) -> Self {
+        BlankLines {
+            inner,
+            buf: Vec::new(),
+            line_start: true,
+            quoted: false,
+            pending: None,
+        }
+    }
+}
+
+impl<R: Read> Read for BlankLines<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        if let Some(b) = self.pending.take()
+            && let Some(slot) = out.first_mut()
+        {
+            *slot = b;
+            n = 1;
+        }
+        if n == out.len() {
+            return Ok(n);
+        }
+        // Every input byte may become two output bytes.
+        let want = ((out.len() - n) / 2).max(1);
+        self.buf.resize(want, 0);
+        let got = self.inner.read(&mut self.buf[..want])?;
+        for &b in &self.buf[..got] {
+            let blank = self.line_start && !self.quoted && (b == b'\n' || b == b'\r');
+            if blank {
+                out[n] = b' ';
+                n += 1;
+            }
+            if b == b'"' {
+                self.quoted = !self.quoted;
+            }
+            self.line_start = b == b'\n';
+            if n == out.len() {
+                self.pending = Some(b);
+            } else {
+                out[n] = b;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Picks the delimiter that occurs most often outside quotes in the header line.
@@ -586,6 +647,13 @@ mod tests {
                 (3, user("multi\nline", "+37266666666")),
                 (5, user("next", "+37277777777")),
             ]
+        );
+        let rows = users(b"id_in_service,phone_number\n\na,+37255555555\r\n\r\n\"b\n\n\",+37266666666\nc,+37277777777\n");
+        let lines: Vec<u64> = rows.iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            lines,
+            [3, 5, 8],
+            "blank lines count, blank lines inside quotes are data"
         );
     }
 
