@@ -538,3 +538,48 @@ fn a_changed_phone_is_reported_not_sent() {
         "--apply-changes replaces the user)",
     );
 }
+
+#[test]
+fn sigterm_stops_like_sigint_and_a_second_signal_stops_at_once() {
+    let env = Env::with(SimConfig {
+        latency: Duration::from_secs(5),
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 20));
+    let child = spawn_slow_import(&env, &csv);
+    // Requests are in flight (the simulator holds each for 5 s) once the run is recorded.
+    let start = Instant::now();
+    while !env.ledger().exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "-TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    signal(&child, "-INT");
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "the second signal did not wait for the 5 s answers"
+    );
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("second signal: stopping now"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.count("retry"),
+        20,
+        "rows in flight or unsent are left as retry"
+    );
+    // The ledger is consistent and the next run finishes the job.
+    let rerun = env.import(&csv, &["--concurrency", "32"]);
+    rerun.expect_code(0);
+    assert_each_registered_once(&env, 20);
+    env.assert_ledger_matches_remote();
+}
