@@ -84,12 +84,27 @@ async fn demo() -> Result<u8, Error> {
     for line in String::from_utf8_lossy(&out).lines().take(6) {
         eprintln!("  {line}");
     }
+    // Checked, not claimed: every user the simulator holds, matched by its UserID in the export.
+    let exported: std::collections::HashMap<String, String> = csv::Reader::from_reader(&out[..])
+        .records()
+        .filter_map(Result::ok)
+        .filter_map(|r| Some((r.get(1)?.to_string(), r.get(3)?.to_string())))
+        .collect();
+    let remote = sim.users(SERVICE_ID);
+    let matched = remote
+        .iter()
+        .filter(|u| exported.get(&u.id_in_service) == Some(&u.id))
+        .count();
     eprintln!(
-        "demo: the simulator holds {} users; the ledger has a UserID for each of them.",
-        sim.users(SERVICE_ID).len()
+        "demo: {matched} of the simulator's {} users have their UserID in the ledger.",
+        remote.len()
     );
     sim.shutdown().await;
-    Ok(second.exit_code())
+    Ok(if matched == remote.len() {
+        second.exit_code()
+    } else {
+        crate::exit::INCOMPLETE
+    })
 }
 
 /// The first few sample users, as seeds for the simulator.

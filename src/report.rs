@@ -260,7 +260,7 @@ impl Summary {
             if n == 0 && !always.contains(&name) {
                 continue;
             }
-            writeln!(w, "  {name:<10}{n:>10}  {note}")?;
+            writeln!(w, "{}", format!("  {name:<10}{n:>10}  {note}").trim_end())?;
         }
         if self.unresolved > 0 {
             writeln!(

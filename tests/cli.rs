@@ -387,3 +387,30 @@ fn simulate_prints_its_address_first() {
 }
 
 use support::Run;
+
+#[test]
+fn demo_runs_from_any_directory_and_accounts_for_every_user_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verigator-sync"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_remove("VERIGATOR_USERNAME")
+        .env_remove("VERIGATOR_PASSWORD")
+        .output()
+        .expect("demo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("skipped          300"),
+        "the second run skips everything:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("300 of the simulator's 300 users have their UserID in the ledger"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "nothing left behind"
+    );
+}
