@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 use crate::cli::{ExportArgs, ImportArgs, ReconcileArgs, SimulateArgs, StatusArgs};
-use crate::config::{self, ConfigError, ImportConfig};
+use crate::config::{ConfigError, ImportConfig};
 use crate::import::{self, ImportError};
 use crate::ledger::{ExportError, Ledger, LedgerError, Status};
 use crate::reconcile::{self, ReconcileConfig, ReconcileError};
@@ -202,9 +202,4 @@ fn probability(flag: &str, p: f64) -> Result<f64, Error> {
             "--{flag} {p}: use a probability from 0 to 1"
         )))
     }
-}
-
-/// `base_url` for the demo: the simulator is loopback, so plain HTTP passes the same check users get.
-pub fn demo_base_url(raw: &str) -> Result<url::Url, Error> {
-    Ok(config::base_url(raw)?)
 }

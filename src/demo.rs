@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use crate::commands::{Error, demo_base_url, print_summary, runtime};
+use crate::commands::{Error, print_summary, runtime};
 use crate::config::{ClientOptions, Credentials, ImportConfig, InputOptions, Secret, Source};
 use crate::import;
 use crate::ledger::Ledger;
@@ -47,7 +47,7 @@ async fn demo() -> Result<u8, Error> {
         service_id: SERVICE_ID.to_string(),
         ledger: dir.path().join("verigator-sync.db"),
         client: ClientOptions {
-            base_url: demo_base_url(&sim.base_url())?,
+            base_url: crate::config::base_url(&sim.base_url())?,
             credentials: Credentials {
                 username: "demo".into(),
                 password: Secret::new("demo"),

@@ -315,19 +315,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Looks one user up. Sees this run's uncommitted writes too (same connection).
-    pub fn lookup(
-        &mut self,
-        service_id: &str,
-        id_in_service: &str,
-    ) -> Result<Option<Entry>, LedgerError> {
-        Ok(self
-            .lookup_chunk(service_id, &[id_in_service])?
-            .remove(id_in_service))
-    }
-
     /// Looks up many users at once (a chunk of the file): one statement instead of one per row,
-    /// which halves the cost of a nightly run where nearly every row is already synced.
+    /// which halves the cost of a nightly run where nearly every row is already synced. Sees this
+    /// run's uncommitted writes too (same connection).
     pub fn lookup_chunk(
         &mut self,
         service_id: &str,
@@ -424,12 +414,6 @@ impl Ledger {
             self.commit()?;
         }
         Ok(())
-    }
-
-    /// Opens a read transaction for a run of lookups, so that a chunk of lookups shares one
-    /// snapshot instead of one implicit transaction each.
-    pub fn hold(&mut self) -> Result<(), LedgerError> {
-        self.begin()
     }
 
     /// Commits whatever is pending.
@@ -948,6 +932,12 @@ fn acquire_lock(path: &Path, shown: &str) -> Result<File, LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Ledger {
+        fn lookup(&mut self, service_id: &str, id: &str) -> Result<Option<Entry>, LedgerError> {
+            Ok(self.lookup_chunk(service_id, &[id])?.remove(id))
+        }
+    }
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -137,32 +137,32 @@ impl Planner {
         match (entry.status, same_phone) {
             (Status::Synced | Status::Present, true) => keep(user, Outcome::Skipped, None, true),
             (Status::Synced | Status::Present, false) => {
-                match (&entry.user_id, self.mode.apply_changes) {
+                let changed = format!(
+                    "{} with {} but the file has {}",
+                    entry.status.as_str(),
+                    mask_phone(&entry.phone_number),
+                    mask_phone(&user.phone_number)
+                );
+                match (entry.user_id, self.mode.apply_changes) {
                     (Some(old_user_id), true) => Decision::Send(Job {
                         line,
                         user,
                         known: true,
                         replace: Some(Replace {
-                            old_user_id: old_user_id.clone(),
+                            old_user_id,
                             old_phone: entry.phone_number,
                             history_id: None,
                         }),
                     }),
                     (None, true) => {
                         let reason = format!(
-                            "{} with {} but the file has {}; its UserID is not known yet, so it cannot be replaced: rerun",
-                            entry.status.as_str(),
-                            mask_phone(&entry.phone_number),
-                            mask_phone(&user.phone_number)
+                            "{changed}; its UserID is not known yet, so it cannot be replaced: rerun"
                         );
                         keep(user, Outcome::Changed, Some(reason), false)
                     }
                     (_, false) => {
                         let reason = format!(
-                            "{} with {} but the file has {}; not sent (the API cannot update a phone; --apply-changes replaces the user)",
-                            entry.status.as_str(),
-                            mask_phone(&entry.phone_number),
-                            mask_phone(&user.phone_number)
+                            "{changed}; not sent (the API cannot update a phone; --apply-changes replaces the user)"
                         );
                         keep(user, Outcome::Changed, Some(reason), false)
                     }
