@@ -1,7 +1,8 @@
-//! The orchestration of one import run: read → decide against the ledger ([`crate::plan`]) →
-//! send concurrently → record. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by
-//! `--concurrency`); decisions, ledger writes, progress, logs and the report happen in this loop,
-//! one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
+//! The orchestration of one import run: read ([`crate::input`], a thread) → look up
+//! ([`crate::lookup`], a thread) → decide ([`crate::plan`]) → send concurrently → record
+//! ([`crate::writer`], a thread). Only the HTTP stage is concurrent within this loop (a
+//! `FuturesUnordered` bounded by `--concurrency`); decisions, progress, logs and the report happen
+//! here one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -14,18 +15,25 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use crate::client::{Attempted, Client, ClientError, Created, Deleted, ListError, Retried};
 use crate::config::{ImportConfig, Verbosity};
 use crate::input::{self, InputError, Record, Row, mask_phone};
 use crate::ledger::{Change, Entry, Ledger, LedgerError, RunCounts, Status};
+use crate::lookup::{self, Chunk, Looked};
 use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
 use crate::report::{Outcome, RowReport, Summary};
 use crate::throttle::Stop;
+use crate::writer::{self, Event, Replacement, Writer};
 
-/// How often the loop wakes to commit and refresh progress when nothing else happens.
+/// How often the loop wakes to refresh progress when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
+/// Finished rows go to the writer thread in handfuls of this many…
+const HANDFUL: usize = 64;
+/// …or when the oldest has waited this long.
+const HANDFUL_AGE: Duration = Duration::from_millis(50);
 
 /// Why an import could not run (nothing was sent), or stopped on bad input.
 #[derive(Debug, Error)]
@@ -42,6 +50,9 @@ pub enum ImportError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A worker thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The `--report` file.
     #[error("--report {path}: {source}")]
     Report {
@@ -81,24 +92,29 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         .map_err(report_error)?;
     let stop = Stop::default();
     let client = Arc::new(Client::new(&config.client, stop.clone())?);
-    let mut ledger = if config.mode.dry_run {
-        Ledger::open_for_plan(&config.ledger)?
-    } else {
-        Some(Ledger::open_for_import(&config.ledger)?)
-    };
     let signals = (
         signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
         signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
     );
-    let run_id = match &mut ledger {
-        Some(l) if !config.mode.dry_run => Some(l.begin_run(&config.service_id, reader.name())?),
-        _ => None,
+    let (writer, events, looking, run_id) = if config.mode.dry_run {
+        let ledger = Ledger::open_for_plan(&config.ledger)?;
+        (None, None, ledger, None)
+    } else {
+        let mut ledger = Ledger::open_for_import(&config.ledger)?;
+        let run_id = ledger.begin_run(&config.service_id, reader.name())?;
+        let looking = Ledger::open_read_only(&config.ledger)?;
+        let (writer, events) = Writer::spawn(ledger, config.service_id.clone())?;
+        (Some(writer), Some(events), Some(looking), Some(run_id))
     };
+    let commits = writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
     let mut run = Run {
         config,
         planner: Planner::new(config.mode),
-        ledger,
+        writer,
+        events,
+        outbox: Vec::new(),
+        outbox_since: Instant::now(),
         run_id,
         input: reader.name().to_string(),
         progress: Progress::new(config.progress, reader.size(), config.progress_interval),
@@ -110,10 +126,20 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         flying: HashMap::new(),
     };
     let (chunks, bytes) = input::spawn(reader);
-    let input_error = run
-        .pump(Arc::clone(&client), &stop, chunks, &bytes, signals)
-        .await?;
-    let unresolved = run.finish(&client, &stop).await?;
+    let looked = lookup::spawn(looking, config.service_id.clone(), commits, chunks)
+        .map_err(ImportError::Thread)?;
+    let pumped = run
+        .pump(Arc::clone(&client), &stop, looked, &bytes, signals)
+        .await;
+    // Whatever stopped the loop, rows already answered reach the ledger.
+    let closed = run.close();
+    let input_error = pumped?;
+    let mut ledger = match closed? {
+        Some(ledger) => Some(ledger),
+        // A dry run's own connection went to the lookups; this one counts what is unresolved.
+        None => Ledger::open_for_plan(&config.ledger)?,
+    };
+    let unresolved = run.finish(ledger.as_mut(), &client, &stop).await?;
     run.progress.finish();
     let summary = Summary {
         run_id,
@@ -131,7 +157,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     } else {
         summary.exit_code()
     };
-    if let (Some(ledger), Some(id)) = (&mut run.ledger, run_id) {
+    if let (Some(ledger), Some(id)) = (&mut ledger, run_id) {
         ledger.finish_run(id, &summary.counts, code)?;
     }
     if let Some(e) = run.report_failure.take() {
@@ -146,6 +172,13 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     }
 }
 
+async fn next_event(events: &mut Option<UnboundedReceiver<Event>>) -> Option<Event> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -157,7 +190,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 struct Run<'a> {
     config: &'a ImportConfig,
     planner: Planner,
-    ledger: Option<Ledger>,
+    /// `None` on a dry run.
+    writer: Option<Writer>,
+    events: Option<UnboundedReceiver<Event>>,
+    /// Finished rows not yet handed to the writer, and since when the oldest waits.
+    outbox: Vec<writer::Row>,
+    outbox_since: Instant,
     run_id: Option<i64>,
     input: String,
     progress: Progress,
@@ -177,7 +215,7 @@ impl Run<'_> {
         &mut self,
         client: Arc<Client>,
         stop: &Stop,
-        mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<Record>, InputError>>,
+        mut chunks: Receiver<Chunk>,
         bytes: &AtomicU64,
         (mut sigint, mut sigterm): (Signal, Signal),
     ) -> Result<Option<InputError>, ImportError> {
@@ -190,7 +228,7 @@ impl Run<'_> {
         loop {
             while !stop.is_triggered() && in_flight.len() < concurrency {
                 let Some(job) = queue.pop_front() else { break };
-                in_flight.push(self.launch(job, &client)?);
+                in_flight.push(self.launch(job, &client));
             }
             if in_flight.is_empty() && (input_done || stop.is_triggered()) {
                 break;
@@ -210,28 +248,35 @@ impl Run<'_> {
                     self.progress.println("stopping: no new requests; waiting for those in flight (signal again to stop at once)");
                 }
                 Some((job, answer)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.settle(job, answer, stop)?;
+                    self.settle(job, answer, stop);
                 }
+                Some(event) = next_event(&mut self.events) => match event {
+                    Event::Committed { commit, added } => self.planner.committed(commit, added),
+                    Event::Failed => return Err(self.writer_failure()),
+                },
                 chunk = chunks.recv(), if wants_input => match chunk {
                     None => input_done = true,
-                    Some(Ok(records)) => {
-                        let found = self.lookup(&records)?;
-                        for record in records {
-                            if let Some(job) = self.decide(record, &found) {
+                    Some(Chunk::Looked(Looked { records, found, visible })) => {
+                        self.planner.visible(visible);
+                        for (record, entry) in records.into_iter().zip(found) {
+                            if let Some(job) = self.decide(record, entry) {
                                 queue.push_back(job);
                             }
                         }
                     }
-                    Some(Err(e)) => {
+                    Some(Chunk::Input(e)) => {
                         input_error = Some(e);
                         stop.trigger();
                     }
+                    Some(Chunk::Ledger(e)) => return Err(e.into()),
                 },
                 () = sleep_until(deadline) => break,
                 _ = ticker.tick() => {}
             }
-            if let Some(ledger) = &mut self.ledger {
-                ledger.commit_if_due()?;
+            if self.outbox.len() >= HANDFUL
+                || (!self.outbox.is_empty() && self.outbox_since.elapsed() >= HANDFUL_AGE)
+            {
+                self.hand_over();
             }
             self.progress
                 .update(bytes.load(Ordering::Relaxed), &self.counts);
@@ -263,6 +308,39 @@ impl Run<'_> {
 
     fn abort(&mut self, why: String) {
         self.aborted.get_or_insert(why);
+    }
+
+    /// Passes the finished rows to the writer thread.
+    fn hand_over(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.write(std::mem::take(&mut self.outbox));
+        }
+    }
+
+    /// Queues a finished row for the ledger.
+    fn keep(&mut self, row: writer::Row) {
+        if self.writer.is_some() {
+            if self.outbox.is_empty() {
+                self.outbox_since = Instant::now();
+            }
+            self.outbox.push(row);
+        }
+    }
+
+    /// The error that stopped the writer thread.
+    fn writer_failure(&mut self) -> ImportError {
+        match self.writer.take().map(Writer::finish) {
+            Some(Err(e)) => e.into(),
+            _ => ImportError::Thread(std::io::Error::other("the ledger writer stopped")),
+        }
+    }
+
+    /// Hands over the last rows and stops the writer, which commits them; returns the ledger
+    /// (`None` on a dry run) for the run's last writes.
+    fn close(&mut self) -> Result<Option<Ledger>, LedgerError> {
+        self.hand_over();
+        self.events = None;
+        self.writer.take().map(Writer::finish).transpose()
     }
 
     /// Counts, logs and reports one row's outcome: the one place every row passes through.
@@ -323,24 +401,8 @@ impl Run<'_> {
         }
     }
 
-    /// What the ledger holds for a chunk's ids: no row's decision writes, so one lookup serves
-    /// the whole chunk.
-    fn lookup(&mut self, records: &[Record]) -> Result<HashMap<String, Entry>, LedgerError> {
-        let Some(ledger) = &mut self.ledger else {
-            return Ok(HashMap::new());
-        };
-        let ids: Vec<&str> = records
-            .iter()
-            .filter_map(|r| match &r.row {
-                Row::User(user) => Some(user.id_in_service.as_str()),
-                Row::Invalid(_) => None,
-            })
-            .collect();
-        ledger.lookup_chunk(&self.config.service_id, &ids)
-    }
-
     /// Decides what to do with one record; returns the job if it must be sent now.
-    fn decide(&mut self, record: Record, found: &HashMap<String, Entry>) -> Option<Job> {
+    fn decide(&mut self, record: Record, entry: Option<Entry>) -> Option<Job> {
         self.counts.rows += 1;
         let line = record.line;
         let user = match record.row {
@@ -357,7 +419,6 @@ impl Run<'_> {
             }
             Row::User(user) => user,
         };
-        let entry = found.get(&user.id_in_service).cloned();
         match self.planner.decide(entry, line, user) {
             Decision::Keep {
                 user,
@@ -402,17 +463,17 @@ impl Run<'_> {
     }
 
     /// Starts sending one job; a replacement is written down (and committed) before its delete.
-    fn launch(&mut self, mut job: Job, client: &Arc<Client>) -> Result<Sending, LedgerError> {
-        if let (Some(replace), Some(ledger)) = (&mut job.replace, &mut self.ledger) {
-            replace.history_id = Some(ledger.begin_replacement(
-                self.run_id,
-                &self.config.service_id,
-                &job.user.id_in_service,
-                &replace.old_user_id,
-                &replace.old_phone,
-                &job.user.phone_number,
-            )?);
-        }
+    fn launch(&mut self, mut job: Job, client: &Arc<Client>) -> Sending {
+        let history = match (&job.replace, &self.writer) {
+            (Some(replace), Some(writer)) => Some(writer.begin_replacement(Replacement {
+                run_id: self.run_id,
+                id_in_service: job.user.id_in_service.clone(),
+                old_user_id: replace.old_user_id.clone(),
+                old_phone: replace.old_phone.clone(),
+                new_phone: job.user.phone_number.clone(),
+            })),
+            _ => None,
+        };
         self.flying.insert(
             job.line,
             (
@@ -422,9 +483,26 @@ impl Run<'_> {
         );
         let client = Arc::clone(client);
         let service = self.config.service_id.clone();
-        Ok(Box::pin(async move {
+        Box::pin(async move {
             let mut deleted = None;
-            if let Some(replace) = &job.replace {
+            if let Some(replace) = &mut job.replace {
+                // The old UserID must be on disk before it is deleted at Verigator.
+                if let Some(written) = history {
+                    match written.await {
+                        Ok(id) => replace.history_id = Some(id),
+                        Err(_) => {
+                            let why = "the ledger could not record the replacement".to_string();
+                            let answer = Answer {
+                                deleted: Some(Retried::Stopped(Some(why))),
+                                created: Attempted {
+                                    result: Retried::Stopped(None),
+                                    attempts: 0,
+                                },
+                            };
+                            return (job, answer);
+                        }
+                    }
+                }
                 let attempted = client.delete_user(&service, &replace.old_user_id).await;
                 let gone = matches!(
                     attempted.result,
@@ -441,11 +519,11 @@ impl Run<'_> {
             }
             let created = client.create_user(&service, &job.user).await;
             (job, Answer { deleted, created })
-        }))
+        })
     }
 
     /// Records the answer for one sent row.
-    fn settle(&mut self, job: Job, answer: Answer, stop: &Stop) -> Result<(), LedgerError> {
+    fn settle(&mut self, job: Job, answer: Answer, stop: &Stop) {
         let Job {
             line,
             user,
@@ -470,39 +548,30 @@ impl Run<'_> {
                     Outcome::Retry,
                     format!("deleting the old user failed: {reason}"),
                 )),
-                Retried::Stopped(_) => Some((
+                Retried::Stopped(why) => Some((
                     Outcome::Retry,
-                    "the run stopped before the old user was deleted".into(),
+                    why.clone().unwrap_or_else(|| {
+                        "the run stopped before the old user was deleted".into()
+                    }),
                 )),
             };
             if let Some((outcome, reason)) = failure {
                 // The ledger row keeps the old phone and UserID, so the next run tries again.
                 self.note(line, id, phone, outcome, Some(&reason), false);
-                return Ok(());
+                return;
             }
         }
-        let mut change = Change {
-            id_in_service: id,
-            phone_number: phone,
-            status: Status::Retry,
-            user_id: None,
-            ctime: None,
-            attempts: answer.created.attempts,
-            last_error: None,
-            known,
-        };
+        let attempts = answer.created.attempts;
+        let (mut status, mut user_id, mut ctime, mut last_error) =
+            (Status::Retry, None, None, None);
         let mut reason = None;
-        let (outcome, settled, write) = match &answer.created.result {
-            Retried::Done(Created::New { user_id, ctime }) => {
-                change.user_id = user_id.as_deref();
-                change.ctime = ctime.as_deref();
+        let (outcome, settled, write) = match answer.created.result {
+            Retried::Done(Created::New {
+                user_id: new,
+                ctime: created,
+            }) => {
                 // Without a UserID in the answer the row is like a 409: the user list resolves it.
-                change.status = if user_id.is_some() {
-                    Status::Synced
-                } else {
-                    Status::Present
-                };
-                let outcome = match (&replace, user_id) {
+                let outcome = match (&replace, &new) {
                     (Some(old), Some(new)) => {
                         reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
                         Outcome::Replaced
@@ -510,15 +579,21 @@ impl Run<'_> {
                     (None, Some(_)) => Outcome::Synced,
                     (_, None) => Outcome::Present,
                 };
+                status = if new.is_some() {
+                    Status::Synced
+                } else {
+                    Status::Present
+                };
+                (user_id, ctime) = (new, created);
                 (outcome, true, true)
             }
             Retried::Done(Created::Exists) => {
-                change.status = Status::Present;
+                status = Status::Present;
                 (Outcome::Present, true, true)
             }
             Retried::Done(Created::Rejected(why)) => {
-                change.status = Status::Failed;
-                change.last_error = Some(why);
+                status = Status::Failed;
+                last_error = Some(why);
                 (Outcome::Failed, false, true)
             }
             Retried::Done(Created::Fatal(fatal)) => {
@@ -528,53 +603,57 @@ impl Run<'_> {
                 (Outcome::Retry, false, false)
             }
             Retried::GaveUp(why) => {
-                change.last_error = Some(why);
+                last_error = Some(why);
                 (Outcome::Retry, false, true)
             }
             Retried::Stopped(why) => {
-                change.last_error = why.as_deref();
                 reason = Some(
                     why.clone()
                         .unwrap_or_else(|| "not sent: the run stopped first".into()),
                 );
+                last_error = why;
                 // Sent at least once: the server may have the user, so the ledger must know the row.
-                (
-                    Outcome::Retry,
-                    false,
-                    answer.created.attempts > 0 || replace.is_some(),
-                )
+                (Outcome::Retry, false, attempts > 0 || replace.is_some())
             }
         };
-        let reason = reason.or_else(|| change.last_error.map(str::to_string));
-        let new_user_id = change.user_id.map(str::to_string);
-        if write && let Some(ledger) = &mut self.ledger {
-            let rowid = ledger.record(&self.config.service_id, &change)?;
-            if let Some(history) = replace.as_ref().and_then(|r| r.history_id) {
-                ledger.finish_replacement(history, new_user_id.as_deref())?;
-            }
-            self.planner.recorded(rowid, line, &user);
-        }
-        let attempts = answer.created.attempts;
-        let reason = match (reason, outcome) {
+        let reason = match (reason.or_else(|| last_error.clone()), outcome) {
             (None, Outcome::Synced) if self.config.verbosity == Verbosity::Verbose => {
                 Some(format!(
                     "UserID {} after {attempts} attempt(s)",
-                    new_user_id.unwrap_or_default()
+                    user_id.as_deref().unwrap_or_default()
                 ))
             }
             (reason, _) => reason,
         };
         self.note(line, id, phone, outcome, reason.as_deref(), settled);
-        Ok(())
+        if write {
+            self.keep(writer::Row {
+                change: Change {
+                    id_in_service: user.id_in_service,
+                    phone_number: user.phone_number,
+                    status,
+                    user_id,
+                    ctime,
+                    attempts,
+                    last_error,
+                    known,
+                },
+                replacement: replace.and_then(|r| r.history_id),
+            });
+        }
     }
 
     /// Commits, then fills in the UserIDs of `present` rows (this run's and earlier ones') from one
     /// user list. Returns how many present rows still lack a UserID.
-    async fn finish(&mut self, client: &Client, stop: &Stop) -> Result<u64, LedgerError> {
-        let Some(ledger) = &mut self.ledger else {
+    async fn finish(
+        &mut self,
+        ledger: Option<&mut Ledger>,
+        client: &Client,
+        stop: &Stop,
+    ) -> Result<u64, LedgerError> {
+        let Some(ledger) = ledger else {
             return Ok(0);
         };
-        ledger.commit()?;
         if self.config.mode.dry_run {
             return Ok(ledger.unresolved(&self.config.service_id)?.len() as u64);
         }

@@ -2,7 +2,6 @@
 //! recording outcomes in batched transactions, the runs table, and the queries behind `status` and
 //! `export`. The only file with SQL; it knows nothing of HTTP or CSV.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -138,23 +137,23 @@ pub struct Entry {
     pub last_error: Option<String>,
 }
 
-/// One outcome to record.
-#[derive(Clone, Copy, Debug)]
-pub struct Change<'a> {
+/// One outcome to record. Owned, because it travels to the writer thread ([`crate::writer`]).
+#[derive(Clone, Debug)]
+pub struct Change {
     /// The user's id in the customer's service.
-    pub id_in_service: &'a str,
+    pub id_in_service: String,
     /// The phone number sent.
-    pub phone_number: &'a str,
+    pub phone_number: String,
     /// The new status.
     pub status: Status,
     /// The UserID, when the API returned one.
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<String>,
     /// The creation time the API returned.
-    pub ctime: Option<&'a str>,
+    pub ctime: Option<String>,
     /// Requests made for this row in this run.
     pub attempts: u32,
     /// The last error, for failed and retry rows.
-    pub last_error: Option<&'a str>,
+    pub last_error: Option<String>,
     /// Whether the ledger already has this row (an update) or not (a plain, cheaper insert).
     pub known: bool,
 }
@@ -316,14 +315,15 @@ impl Ledger {
     }
 
     /// Looks up many users at once (a chunk of the file): one statement instead of one per row,
-    /// which halves the cost of a nightly run where nearly every row is already synced. Sees this
-    /// run's uncommitted writes too (same connection).
+    /// which halves the cost of a nightly run where nearly every row is already synced. Returns
+    /// what the ledger holds for each id, by position. Sees what this connection has written, and
+    /// what other connections have committed.
     pub fn lookup_chunk(
         &mut self,
         service_id: &str,
         ids: &[&str],
-    ) -> Result<HashMap<String, Entry>, LedgerError> {
-        let mut found = HashMap::with_capacity(ids.len());
+    ) -> Result<Vec<Option<Entry>>, LedgerError> {
+        let mut found = vec![None; ids.len()];
         if ids.is_empty() {
             return Ok(found);
         }
@@ -335,7 +335,7 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT u.id_in_service, u.rowid, u.phone_number, u.status, u.user_id, u.last_error
+                "SELECT j.key, u.rowid, u.phone_number, u.status, u.user_id, u.last_error
                  FROM json_each(?2) AS j CROSS JOIN users AS u
                    ON u.service_id = ?1 AND u.id_in_service = j.value",
             )
@@ -355,13 +355,16 @@ impl Ledger {
                 })
             })()
             .map_err(|e| sqlite(path, e))?;
-            found.insert(r.get(0).map_err(|e| sqlite(path, e))?, entry);
+            let at: usize = r.get(0).map_err(|e| sqlite(path, e))?;
+            if let Some(slot) = found.get_mut(at) {
+                *slot = Some(entry);
+            }
         }
         Ok(found)
     }
 
     /// Records an outcome inside the current batch and returns the row's rowid.
-    pub fn record(&mut self, service_id: &str, w: &Change<'_>) -> Result<i64, LedgerError> {
+    pub fn record(&mut self, service_id: &str, w: &Change) -> Result<i64, LedgerError> {
         self.begin()?;
         let values = params![
             service_id,
@@ -406,23 +409,29 @@ impl Ledger {
         Ok(rowid)
     }
 
-    /// Commits the current batch if it is big or old enough. Call often; it is cheap.
-    pub fn commit_if_due(&mut self) -> Result<(), LedgerError> {
+    /// Commits the current batch if it is big or old enough; returns whether it committed.
+    pub fn commit_if_due(&mut self) -> Result<bool, LedgerError> {
         if self.in_transaction
             && (self.batch_rows >= BATCH_ROWS || self.batch_started.elapsed() >= BATCH_AGE)
         {
-            self.commit()?;
+            return self.commit();
         }
-        Ok(())
+        Ok(false)
     }
 
-    /// Commits whatever is pending.
-    pub fn commit(&mut self) -> Result<(), LedgerError> {
-        if self.in_transaction {
-            self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
-            self.in_transaction = false;
+    /// When the open batch is due to be committed; `None` when no batch is open.
+    pub fn batch_deadline(&self) -> Option<Instant> {
+        self.in_transaction.then(|| self.batch_started + BATCH_AGE)
+    }
+
+    /// Commits whatever is pending; returns whether there was anything.
+    pub fn commit(&mut self) -> Result<bool, LedgerError> {
+        if !self.in_transaction {
+            return Ok(false);
         }
-        Ok(())
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        self.in_transaction = false;
+        Ok(true)
     }
 
     /// Starts a run in the runs table (committed at once, so `status` shows it while it runs).
@@ -935,7 +944,7 @@ mod tests {
 
     impl Ledger {
         fn lookup(&mut self, service_id: &str, id: &str) -> Result<Option<Entry>, LedgerError> {
-            Ok(self.lookup_chunk(service_id, &[id])?.remove(id))
+            Ok(self.lookup_chunk(service_id, &[id])?.pop().flatten())
         }
     }
 
@@ -945,12 +954,12 @@ mod tests {
         (dir, l)
     }
 
-    fn write<'a>(id: &'a str, status: Status, user_id: Option<&'a str>) -> Change<'a> {
+    fn write(id: &str, status: Status, user_id: Option<&str>) -> Change {
         Change {
-            id_in_service: id,
-            phone_number: "+37255555555",
+            id_in_service: id.into(),
+            phone_number: "+37255555555".into(),
             status,
-            user_id,
+            user_id: user_id.map(Into::into),
             ctime: None,
             attempts: 1,
             last_error: None,

@@ -2,7 +2,7 @@
 //! duplicate, changed). Tracks which ids this run has seen so that duplicates inside one file are
 //! caught without holding every id in memory. Reads the ledger; never writes it or the network.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::config::Mode;
 use crate::input::{User, mask_phone};
@@ -88,8 +88,13 @@ impl Seen {
 pub struct Planner {
     mode: Mode,
     seen: Seen,
-    /// New ids queued or in flight, not yet in the ledger: line and phone of their first occurrence.
+    /// New ids sent by this run that lookups may not see yet (queued, in flight, or written but
+    /// committed after the snapshot of the chunk being decided): line and phone of their first
+    /// occurrence.
     pending: HashMap<String, (u64, String)>,
+    /// Ids of `pending` already committed, by commit number: they leave `pending` once the
+    /// lookups' snapshot includes their commit.
+    committed: VecDeque<(u64, Vec<String>)>,
 }
 
 impl Planner {
@@ -99,11 +104,37 @@ impl Planner {
             mode,
             seen: Seen::default(),
             pending: HashMap::new(),
+            committed: VecDeque::new(),
         }
     }
 
-    /// Decides what to do with one valid row, given what the ledger holds for its id (looked up
-    /// for its chunk, so it includes every write this run has made).
+    /// Notes that commit number `commit` put these new rows `(id_in_service, rowid)` in the ledger.
+    pub fn committed(&mut self, commit: u64, added: Vec<(String, i64)>) {
+        let mut ids = Vec::with_capacity(added.len());
+        for (id, rowid) in added {
+            if let Some((line, phone)) = self.pending.get(&id) {
+                self.seen.mark(rowid, *line, phone, phone);
+            }
+            ids.push(id);
+        }
+        self.committed.push_back((commit, ids));
+    }
+
+    /// Notes that the next lookups saw at least the first `commits` commits: the new ids those
+    /// hold are found by lookup from now on, so `pending` lets go of them.
+    pub fn visible(&mut self, commits: u64) {
+        while self.committed.front().is_some_and(|(c, _)| *c <= commits) {
+            if let Some((_, ids)) = self.committed.pop_front() {
+                for id in ids {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Decides what to do with one valid row, given what the ledger holds for its id. The lookup
+    /// may miss this run's latest writes: [`Planner::visible`] must have been told how many commits
+    /// it saw.
     pub fn decide(&mut self, entry: Option<Entry>, line: u64, user: User) -> Decision {
         if let Some((first, phone)) = self.pending.get(&user.id_in_service) {
             let (first, same) = (*first, *phone == user.phone_number);
@@ -183,13 +214,6 @@ impl Planner {
             }),
         }
     }
-
-    /// Notes that a sent row is now in the ledger under `rowid`.
-    pub fn recorded(&mut self, rowid: i64, line: u64, user: &User) {
-        self.seen
-            .mark(rowid, line, &user.phone_number, &user.phone_number);
-        self.pending.remove(&user.id_in_service);
-    }
 }
 
 fn duplicate(user: User, first: u64, same_phone: bool) -> Decision {
@@ -208,5 +232,91 @@ fn duplicate(user: User, first: u64, same_phone: bool) -> Decision {
         outcome: Outcome::Duplicate,
         reason: Some(reason),
         settled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, phone: &str) -> User {
+        User {
+            id_in_service: id.into(),
+            phone_number: phone.into(),
+        }
+    }
+
+    fn synced(rowid: i64, phone: &str) -> Entry {
+        Entry {
+            rowid,
+            phone_number: phone.into(),
+            status: Status::Synced,
+            user_id: Some("u".into()),
+            last_error: None,
+        }
+    }
+
+    fn outcome(d: &Decision) -> (Option<Outcome>, Option<&str>) {
+        match d {
+            Decision::Send(_) => (None, None),
+            Decision::Keep {
+                outcome, reason, ..
+            } => (Some(*outcome), reason.as_deref()),
+        }
+    }
+
+    const A: &str = "+37255555555";
+    const B: &str = "+37255555556";
+
+    #[test]
+    fn a_new_id_is_a_duplicate_until_lookups_see_its_commit() {
+        let mut p = Planner::new(Mode::default());
+        assert!(matches!(p.decide(None, 2, user("a", A)), Decision::Send(_)));
+        // Written and committed, but this chunk's lookup ran before the commit.
+        p.committed(1, vec![("a".into(), 7)]);
+        p.visible(0);
+        let d = p.decide(None, 5, user("a", A));
+        assert_eq!(
+            outcome(&d),
+            (Some(Outcome::Duplicate), Some("repeats line 2"))
+        );
+        // Once lookups see the commit, the ledger's row (by rowid) carries the first line.
+        p.visible(1);
+        assert!(p.pending.is_empty());
+        let d = p.decide(Some(synced(7, A)), 9, user("a", B));
+        let (o, why) = outcome(&d);
+        assert_eq!(o, Some(Outcome::Duplicate));
+        assert!(why.is_some_and(|w| w.contains("line 2")), "{why:?}");
+    }
+
+    #[test]
+    fn commits_are_released_in_order_and_only_when_seen() {
+        let mut p = Planner::new(Mode::default());
+        for (line, id) in [(2, "a"), (3, "b"), (4, "c")] {
+            assert!(matches!(
+                p.decide(None, line, user(id, A)),
+                Decision::Send(_)
+            ));
+        }
+        p.committed(1, vec![("a".into(), 1)]);
+        p.committed(2, vec![("b".into(), 2)]);
+        p.visible(1);
+        assert!(!p.pending.contains_key("a"));
+        assert!(p.pending.contains_key("b") && p.pending.contains_key("c"));
+        // "c" was never committed (no answer yet): it stays however far lookups get.
+        p.visible(5);
+        assert_eq!(p.pending.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn ledger_rows_are_skipped_once_then_duplicates() {
+        let mut p = Planner::new(Mode::default());
+        let d = p.decide(Some(synced(3, A)), 2, user("a", A));
+        assert_eq!(outcome(&d), (Some(Outcome::Skipped), None));
+        let d = p.decide(Some(synced(3, A)), 8, user("a", A));
+        assert_eq!(
+            outcome(&d),
+            (Some(Outcome::Duplicate), Some("repeats line 2"))
+        );
     }
 }

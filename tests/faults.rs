@@ -508,6 +508,42 @@ fn duplicates_keep_the_first_and_name_both_lines_on_conflict() {
 }
 
 #[test]
+fn duplicates_far_apart_are_caught_whatever_the_ledger_has_committed() {
+    // Lookups run ahead of decisions on their own connection, so the second half of this file is
+    // looked up while the first half is being answered and committed: every repeat must still be
+    // recognised (same phone: a duplicate; another phone: a conflict), and nothing sent twice.
+    let env = Env::new();
+    let n = 3000;
+    let mut csv = users_csv(0, n);
+    for i in 0..n {
+        let phone = if i % 2 == 0 { i } else { i + 5_000_000 };
+        csv.push_str(&format!("user{i}@example.com,+3725{phone:07}\n"));
+    }
+    let run = env.import(&env.file("twice.csv", csv), &["--concurrency", "16"]);
+    run.expect_code(1);
+    assert_eq!(
+        (
+            run.count("synced"),
+            run.count("duplicate"),
+            run.count("sent")
+        ),
+        (n as u64, n as u64, n as u64),
+        "{}",
+        run.stdout
+    );
+    run.expect_line(
+        &format!("twice.csv:{}: duplicate: \"user1@example.com\"", n + 3),
+        "conflict: line 3 has the same id with another phone; the first occurrence wins",
+    );
+    for i in (0..n).step_by(7) {
+        let id = format!("user{i}@example.com");
+        assert_eq!(env.sim.create_attempts(SERVICE, &id), 1, "{id}");
+    }
+    assert_eq!(env.sim.stats().created, n as u64);
+    env.assert_ledger_matches_remote();
+}
+
+#[test]
 fn default_region_completes_national_numbers() {
     let env = Env::new();
     let csv = env.file("n.csv", "id_in_service,phone_number\nx,5123 4567\n");
