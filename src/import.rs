@@ -15,13 +15,13 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::client::{Attempted, Client, ClientError, Created, Deleted, ListError, Retried};
 use crate::config::{ImportConfig, Verbosity};
 use crate::input::{self, InputError, Record, Row, mask_phone};
 use crate::ledger::{Change, Entry, Ledger, LedgerError, RunCounts, Status};
-use crate::lookup::{self, Chunk, Looked};
+use crate::lookup::{self, Chunk, Looked, Lookups};
 use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
 use crate::report::{Outcome, RowReport, Summary};
@@ -96,16 +96,17 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
         signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
     );
-    let (writer, events, looking, run_id) = if config.mode.dry_run {
-        let ledger = Ledger::open_for_plan(&config.ledger)?;
-        (None, None, ledger, None)
+    let (writer, events, run_id) = if config.mode.dry_run {
+        (None, None, None)
     } else {
         let mut ledger = Ledger::open_for_import(&config.ledger)?;
         let run_id = ledger.begin_run(&config.service_id, reader.name())?;
-        let looking = Ledger::open_read_only(&config.ledger)?;
         let (writer, events) = Writer::spawn(ledger, config.service_id.clone())?;
-        (Some(writer), Some(events), Some(looking), Some(run_id))
+        (Some(writer), Some(events), Some(run_id))
     };
+    let looking = (0..lookup::LANES)
+        .map(|_| Ledger::open_for_plan(&config.ledger))
+        .collect::<Result<Vec<_>, _>>()?;
     let commits = writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
     let mut run = Run {
@@ -125,8 +126,8 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         aborted: None,
         flying: HashMap::new(),
     };
-    let (chunks, bytes) = input::spawn(reader);
-    let looked = lookup::spawn(looking, config.service_id.clone(), commits, chunks)
+    let (chunks, bytes) = input::spawn(reader, lookup::LANES);
+    let looked = lookup::spawn(looking, &config.service_id, &commits, chunks)
         .map_err(ImportError::Thread)?;
     let pumped = run
         .pump(Arc::clone(&client), &stop, looked, &bytes, signals)
@@ -215,7 +216,7 @@ impl Run<'_> {
         &mut self,
         client: Arc<Client>,
         stop: &Stop,
-        mut chunks: Receiver<Chunk>,
+        mut chunks: Lookups,
         bytes: &AtomicU64,
         (mut sigint, mut sigterm): (Signal, Signal),
     ) -> Result<Option<InputError>, ImportError> {

@@ -449,6 +449,13 @@ pub fn normalize_phone(
     raw: &str,
     region: Option<phonenumber::country::Id>,
 ) -> Result<String, String> {
+    // Most exports hold E.164 already: then the number is its own normal form.
+    if let Some(digits) = raw.strip_prefix('+')
+        && (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Ok(raw.to_string());
+    }
     let cleaned: String = raw
         .chars()
         .filter(|c| !matches!(c, '-' | '.' | '(' | ')') && !c.is_whitespace())
@@ -504,13 +511,17 @@ const CHUNK_ROWS: usize = 512;
 const CHUNKS_BUFFERED: usize = 4;
 
 /// Reads and validates records on a thread of their own, so parsing overlaps the pipeline and a
-/// slow stdin never blocks the event loop. The counter follows the bytes consumed, for progress.
-pub fn spawn(mut reader: Reader) -> (Receiver<Result<Vec<Record>, InputError>>, Arc<AtomicU64>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_BUFFERED);
+/// slow stdin never blocks the event loop. Chunk `k` goes to lane `k % lanes`, so consumers that
+/// take turns over the lanes see the file in order; an error goes to the lane whose turn it is.
+/// The counter follows the bytes consumed, for progress.
+pub fn spawn(mut reader: Reader, lanes: usize) -> (Vec<Receiver<ChunkResult>>, Arc<AtomicU64>) {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
+        .map(|_| tokio::sync::mpsc::channel(CHUNKS_BUFFERED))
+        .unzip();
     let bytes = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&bytes);
     std::thread::spawn(move || {
-        loop {
+        for lane in (0..senders.len()).cycle() {
             let mut chunk = Vec::with_capacity(CHUNK_ROWS);
             let mut failure = None;
             while chunk.len() < CHUNK_ROWS {
@@ -525,12 +536,16 @@ pub fn spawn(mut reader: Reader) -> (Receiver<Result<Vec<Record>, InputError>>, 
             }
             counter.store(reader.bytes_read(), Ordering::Relaxed);
             let last = chunk.len() < CHUNK_ROWS;
+            let mut lane = lane;
             // A closed channel means the run stopped: nothing left to do.
-            if !chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err() {
-                return;
+            if !chunk.is_empty() {
+                if senders[lane].blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+                lane = (lane + 1) % senders.len();
             }
             if let Some(e) = failure {
-                let _ = tx.blocking_send(Err(e));
+                let _ = senders[lane].blocking_send(Err(e));
                 return;
             }
             if last {
@@ -538,8 +553,11 @@ pub fn spawn(mut reader: Reader) -> (Receiver<Result<Vec<Record>, InputError>>, 
             }
         }
     });
-    (rx, bytes)
+    (receivers, bytes)
 }
+
+/// What the reader thread hands over: a chunk of records, or the error that ended the file.
+pub type ChunkResult = Result<Vec<Record>, InputError>;
 
 #[cfg(test)]
 mod tests {

@@ -16,14 +16,21 @@ use thiserror::Error;
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
 /// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../migrations/0001_ledger.sql"),
     include_str!("../migrations/0002_replacements.sql"),
+    include_str!("../migrations/0003_unresolved_index.sql"),
 ];
 /// A batch of writes is committed after this many rows…
 const BATCH_ROWS: usize = 1000;
 /// …or after this long, whichever comes first (the issue allows about a second; less loses less).
 const BATCH_AGE: Duration = Duration::from_millis(200);
+/// The oldest schema that read-only commands (`status`, `export`, a dry run) can use as it is:
+/// later migrations only add indexes.
+const READABLE_FROM: i64 = 2;
+/// The `present` rows of a service whose UserID is still unknown (served by a partial index).
+const UNRESOLVED: &str = "SELECT id_in_service FROM users
+     WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL";
 /// How long `status`/`export` wait for a writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -264,7 +271,7 @@ impl Ledger {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|source| sqlite(&shown, source))?;
-        if version < MIGRATIONS.len() as i64 {
+        if version < READABLE_FROM {
             return Err(LedgerError::NotALedger {
                 path: shown,
                 reason: format!(
@@ -488,10 +495,7 @@ impl Ledger {
         self.commit()?;
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id_in_service FROM users
-                 WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL",
-            )
+            .prepare(UNRESOLVED)
             .map_err(|e| sqlite(&self.path, e))?;
         stmt.query_map(params![service_id], |r| r.get(0))
             .map_err(|e| sqlite(&self.path, e))?
@@ -1027,6 +1031,20 @@ mod tests {
     }
 
     #[test]
+    fn finding_unresolved_rows_reads_only_them() {
+        let (_d, l) = ledger();
+        let plan: Vec<String> = l
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {UNRESOLVED}"))
+            .and_then(|mut s| s.query_map(["s"], |r| r.get(3))?.collect())
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains("users_unresolved")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
     fn second_open_is_locked_and_names_the_holder() {
         let (dir, _l) = ledger();
         let err = Ledger::open_for_import(&dir.path().join("l.db")).expect_err("must be refused");
@@ -1098,6 +1116,30 @@ mod tests {
             matches!(err, LedgerError::TooNew { found: 99, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_older_ledger_is_readable_and_upgraded_by_the_next_import() {
+        let (dir, l) = ledger();
+        l.conn
+            .execute_batch("DROP INDEX users_unresolved; PRAGMA user_version = 2;")
+            .expect("downgrade to schema 2");
+        drop(l);
+        let path = dir.path().join("l.db");
+        let mut old = Ledger::open_read_only(&path).expect("schema 2 is readable");
+        assert!(old.unresolved("s").expect("unresolved").is_empty());
+        drop(old);
+        let l = Ledger::open_for_import(&path).expect("upgrade");
+        let (version, indexed): (i64, i64) = l
+            .conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT count(*) FROM sqlite_schema WHERE name = 'users_unresolved')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("schema");
+        assert_eq!((version, indexed), (MIGRATIONS.len() as i64, 1));
     }
 
     #[test]

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc::{Receiver, channel};
 
-use crate::input::{InputError, Record, Row};
+use crate::input::{ChunkResult, InputError, Record, Row};
 use crate::ledger::{Entry, Ledger, LedgerError};
 
-/// Chunks looked up ahead of the loop.
-const CHUNKS_AHEAD: usize = 4;
+/// Chunks looked up ahead of the loop, per lane.
+const CHUNKS_AHEAD: usize = 2;
+/// Lookup threads: SQLite spends most of a nightly run here, and one connection uses one core.
+pub const LANES: usize = 2;
 
 /// A chunk of records with what the ledger held for them.
 #[derive(Debug)]
@@ -37,42 +39,68 @@ pub enum Chunk {
     Ledger(LedgerError),
 }
 
-/// Starts the stage between the reader's `chunks` and the loop. Without a ledger (a dry run before
-/// the first import) every id is unknown. `commits` is the writer's commit counter.
+/// The stage's output: its lanes, read in turn, give the chunks in file order.
+#[derive(Debug)]
+pub struct Lookups {
+    lanes: Vec<Receiver<Chunk>>,
+    next: usize,
+}
+
+impl Lookups {
+    /// The next chunk in file order; `None` after the last. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        let lane = self.lanes.get_mut(self.next)?;
+        let chunk = lane.recv().await;
+        self.next = (self.next + 1) % self.lanes.len();
+        chunk
+    }
+}
+
+/// Starts the stage between the reader's lanes and the loop: one thread per lane, each with its
+/// own connection (`None`: no ledger yet, as on a dry run before the first import, so every id is
+/// unknown). `commits` is the writer's commit counter.
 pub fn spawn(
-    mut ledger: Option<Ledger>,
-    service_id: String,
-    commits: Arc<AtomicU64>,
-    mut chunks: Receiver<Result<Vec<Record>, InputError>>,
-) -> Result<Receiver<Chunk>, std::io::Error> {
-    let (tx, rx) = channel(CHUNKS_AHEAD);
-    std::thread::Builder::new()
-        .name("ledger-lookup".into())
-        .spawn(move || {
-            while let Some(chunk) = chunks.blocking_recv() {
-                let message = match chunk {
-                    Err(e) => Chunk::Input(e),
-                    Ok(records) => {
-                        // Loaded before the lookup's read transaction starts: a lower bound.
-                        let visible = commits.load(Ordering::Acquire);
-                        match look_up(ledger.as_mut(), &service_id, &records) {
-                            Ok(found) => Chunk::Looked(Looked {
-                                records,
-                                found,
-                                visible,
-                            }),
-                            Err(e) => Chunk::Ledger(e),
+    ledgers: Vec<Option<Ledger>>,
+    service_id: &str,
+    commits: &Arc<AtomicU64>,
+    lanes: Vec<Receiver<ChunkResult>>,
+) -> Result<Lookups, std::io::Error> {
+    let mut out = Vec::with_capacity(lanes.len());
+    for (mut ledger, mut chunks) in ledgers.into_iter().zip(lanes) {
+        let (tx, rx) = channel(CHUNKS_AHEAD);
+        let (service_id, commits) = (service_id.to_string(), Arc::clone(commits));
+        std::thread::Builder::new()
+            .name("ledger-lookup".into())
+            .spawn(move || {
+                while let Some(chunk) = chunks.blocking_recv() {
+                    let message = match chunk {
+                        Err(e) => Chunk::Input(e),
+                        Ok(records) => {
+                            // Loaded before the lookup's read transaction starts: a lower bound.
+                            let visible = commits.load(Ordering::Acquire);
+                            match look_up(ledger.as_mut(), &service_id, &records) {
+                                Ok(found) => Chunk::Looked(Looked {
+                                    records,
+                                    found,
+                                    visible,
+                                }),
+                                Err(e) => Chunk::Ledger(e),
+                            }
                         }
+                    };
+                    let last = !matches!(message, Chunk::Looked(_));
+                    // A closed channel means the run stopped: nothing left to do.
+                    if tx.blocking_send(message).is_err() || last {
+                        return;
                     }
-                };
-                let last = !matches!(message, Chunk::Looked(_));
-                // A closed channel means the run stopped: nothing left to do.
-                if tx.blocking_send(message).is_err() || last {
-                    return;
                 }
-            }
-        })?;
-    Ok(rx)
+            })?;
+        out.push(rx);
+    }
+    Ok(Lookups {
+        lanes: out,
+        next: 0,
+    })
 }
 
 fn look_up(
