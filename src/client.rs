@@ -166,6 +166,9 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// The last service's users URL: a run creates every user under the same one, and building
+    /// it (percent-encoding each segment) is a measurable share of a request's cost.
+    users: std::sync::Mutex<Option<(String, Url)>>,
     max_attempts: u32,
     throttle: Arc<Throttle>,
     stop: Stop,
@@ -198,6 +201,7 @@ impl Client {
         Ok(Client {
             http,
             base: options.base_url.clone(),
+            users: std::sync::Mutex::new(None),
             max_attempts: options.max_attempts.get(),
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
             stop,
@@ -206,12 +210,34 @@ impl Client {
 
     /// `{base}/v1/service/service/{sid}/users[/{uid}]`, each id percent-encoded as one segment.
     fn users_url(&self, service_id: &str, user_id: Option<&str>) -> Result<Url, String> {
+        let mut last = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let url = match &*last {
+            Some((service, url)) if service == service_id => url.clone(),
+            _ => {
+                let url = self.build_url(service_id)?;
+                *last = Some((service_id.to_string(), url.clone()));
+                url
+            }
+        };
+        drop(last);
+        match user_id {
+            None => Ok(url),
+            Some(user_id) => {
+                let mut url = url;
+                url.path_segments_mut()
+                    .map_err(|()| format!("{} cannot take a path", self.base))?
+                    .push(user_id);
+                Ok(url)
+            }
+        }
+    }
+
+    fn build_url(&self, service_id: &str) -> Result<Url, String> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| format!("{} cannot take a path", self.base))?
             .pop_if_empty()
-            .extend(["v1", "service", "service", service_id, "users"])
-            .extend(user_id);
+            .extend(["v1", "service", "service", service_id, "users"]);
         Ok(url)
     }
 

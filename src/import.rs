@@ -4,15 +4,16 @@
 //! `FuturesUnordered` bounded by `--concurrency`); decisions, progress, logs and the report happen
 //! here one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use thiserror::Error;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -66,11 +67,49 @@ pub enum ImportError {
 
 /// What a sent row got back: the delete of a replacement (if any), then the create.
 struct Answer {
+    /// The replacements-history row written before the delete.
+    history: Option<i64>,
     deleted: Option<Retried<Deleted>>,
     created: Attempted<Created>,
 }
 
-type Sending = Pin<Box<dyn Future<Output = (Job, Answer)>>>;
+/// A request on its way, answering with its slot in [`Flying`].
+type Sending = Pin<Box<dyn Future<Output = (usize, Answer)>>>;
+
+/// The jobs in flight, by slot: the requests share them (no copy per request), and a stop can
+/// still report the ones that got no answer.
+#[derive(Default)]
+struct Flying {
+    slots: Vec<Option<Rc<Job>>>,
+    free: Vec<usize>,
+}
+
+impl Flying {
+    fn insert(&mut self, job: Rc<Job>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(job);
+                slot
+            }
+            None => {
+                self.slots.push(Some(job));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// The job back, owned once its request has finished with it.
+    fn remove(&mut self, slot: usize) -> Option<Job> {
+        let job = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        Some(Rc::try_unwrap(job).unwrap_or_else(|shared| (*shared).clone()))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Rc<Job>> + use<> {
+        self.free.clear();
+        std::mem::take(&mut self.slots).into_iter().flatten()
+    }
+}
 
 /// Runs one import (or, with `--dry-run`, plans it) and returns its summary. `Err` only when the
 /// run could not start or the input broke part-way (recorded outcomes are committed first).
@@ -124,7 +163,8 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         counts: RunCounts::default(),
         unsettled: 0,
         aborted: None,
-        flying: HashMap::new(),
+        flying: Flying::default(),
+        service: Rc::from(config.service_id.as_str()),
     };
     let (chunks, bytes) = input::spawn(reader, lookup::LANES);
     let looked = lookup::spawn(looking, &config.service_id, &commits, chunks)
@@ -205,8 +245,9 @@ struct Run<'a> {
     counts: RunCounts,
     unsettled: u64,
     aborted: Option<String>,
-    /// Rows in flight by line, so that a stop can still report them.
-    flying: HashMap<u64, (String, String)>,
+    flying: Flying,
+    /// The ServiceID, shared by the requests.
+    service: Rc<str>,
 }
 
 impl Run<'_> {
@@ -248,8 +289,12 @@ impl Run<'_> {
                     deadline = Some(tokio::time::Instant::now() + self.config.client.timeout);
                     self.progress.println("stopping: no new requests; waiting for those in flight (signal again to stop at once)");
                 }
-                Some((job, answer)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.settle(job, answer, stop);
+                Some((slot, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(slot, answer, stop);
+                    // Every answer already in, before the other branches are polled again.
+                    while let Some(Some((slot, answer))) = in_flight.next().now_or_never() {
+                        self.settle(slot, answer, stop);
+                    }
                 }
                 Some(event) = next_event(&mut self.events) => match event {
                     Event::Committed { commit, added } => self.planner.committed(commit, added),
@@ -294,11 +339,11 @@ impl Run<'_> {
                 false,
             );
         }
-        for (line, (id, phone)) in std::mem::take(&mut self.flying) {
+        for job in self.flying.drain() {
             self.note(
-                line,
-                &id,
-                &phone,
+                job.line,
+                &job.user.id_in_service,
+                &job.user.phone_number,
                 Outcome::Retry,
                 Some("no answer before the run stopped"),
                 false,
@@ -464,7 +509,7 @@ impl Run<'_> {
     }
 
     /// Starts sending one job; a replacement is written down (and committed) before its delete.
-    fn launch(&mut self, mut job: Job, client: &Arc<Client>) -> Sending {
+    fn launch(&mut self, job: Job, client: &Arc<Client>) -> Sending {
         let history = match (&job.replace, &self.writer) {
             (Some(replace), Some(writer)) => Some(writer.begin_replacement(Replacement {
                 run_id: self.run_id,
@@ -475,32 +520,28 @@ impl Run<'_> {
             })),
             _ => None,
         };
-        self.flying.insert(
-            job.line,
-            (
-                job.user.id_in_service.clone(),
-                job.user.phone_number.clone(),
-            ),
-        );
+        let job = Rc::new(job);
+        let slot = self.flying.insert(Rc::clone(&job));
         let client = Arc::clone(client);
-        let service = self.config.service_id.clone();
+        let service = Rc::clone(&self.service);
         Box::pin(async move {
-            let mut deleted = None;
-            if let Some(replace) = &mut job.replace {
+            let (mut deleted, mut history_id) = (None, None);
+            if let Some(replace) = &job.replace {
                 // The old UserID must be on disk before it is deleted at Verigator.
                 if let Some(written) = history {
                     match written.await {
-                        Ok(id) => replace.history_id = Some(id),
+                        Ok(id) => history_id = Some(id),
                         Err(_) => {
                             let why = "the ledger could not record the replacement".to_string();
                             let answer = Answer {
+                                history: None,
                                 deleted: Some(Retried::Stopped(Some(why))),
                                 created: Attempted {
                                     result: Retried::Stopped(None),
                                     attempts: 0,
                                 },
                             };
-                            return (job, answer);
+                            return (slot, answer);
                         }
                     }
                 }
@@ -515,23 +556,35 @@ impl Run<'_> {
                         result: Retried::Stopped(None),
                         attempts: 0,
                     };
-                    return (job, Answer { deleted, created });
+                    let answer = Answer {
+                        history: history_id,
+                        deleted,
+                        created,
+                    };
+                    return (slot, answer);
                 }
             }
             let created = client.create_user(&service, &job.user).await;
-            (job, Answer { deleted, created })
+            let answer = Answer {
+                history: history_id,
+                deleted,
+                created,
+            };
+            (slot, answer)
         })
     }
 
     /// Records the answer for one sent row.
-    fn settle(&mut self, job: Job, answer: Answer, stop: &Stop) {
-        let Job {
+    fn settle(&mut self, slot: usize, answer: Answer, stop: &Stop) {
+        let Some(Job {
             line,
             user,
             replace,
             known,
-        } = job;
-        self.flying.remove(&line);
+        }) = self.flying.remove(slot)
+        else {
+            return;
+        };
         let (id, phone) = (user.id_in_service.as_str(), user.phone_number.as_str());
         if let Some(deleted) = &answer.deleted {
             let failure = match deleted {
@@ -639,7 +692,7 @@ impl Run<'_> {
                     last_error,
                     known,
                 },
-                replacement: replace.and_then(|r| r.history_id),
+                replacement: answer.history,
             });
         }
     }

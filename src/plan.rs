@@ -29,8 +29,6 @@ pub struct Replace {
     pub old_user_id: String,
     /// The phone it was registered with.
     pub old_phone: String,
-    /// The row in the replacements history, once written.
-    pub history_id: Option<i64>,
 }
 
 /// What to do with a row.
@@ -182,7 +180,6 @@ impl Planner {
                         replace: Some(Replace {
                             old_user_id,
                             old_phone: entry.phone_number,
-                            history_id: None,
                         }),
                     }),
                     (None, true) => {

@@ -168,16 +168,20 @@ impl Work {
             match command {
                 None => return self.commit(),
                 Some(Command::Rows(rows)) => {
+                    let mut new = Vec::with_capacity(rows.len());
                     for row in rows {
-                        let rowid = self.ledger.record(&self.service_id, &row.change)?;
+                        if !row.change.known {
+                            new.push(row.change);
+                            continue;
+                        }
+                        self.ledger.record(&self.service_id, &row.change)?;
                         if let Some(history) = row.replacement {
                             self.ledger
                                 .finish_replacement(history, row.change.user_id.as_deref())?;
                         }
-                        if !row.change.known {
-                            self.added.push((row.change.id_in_service, rowid));
-                        }
                     }
+                    let added = self.ledger.insert_new(&self.service_id, &new)?;
+                    self.added.extend(added);
                     if self.ledger.commit_if_due()? {
                         self.published();
                     }
