@@ -89,7 +89,7 @@ pub struct Planner {
     /// New ids sent by this run that lookups may not see yet (queued, in flight, or written but
     /// committed after the snapshot of the chunk being decided): line and phone of their first
     /// occurrence.
-    pending: HashMap<String, (u64, String)>,
+    pending: HashMap<String, (u64, String), foldhash::fast::RandomState>,
     /// Ids of `pending` already committed, by commit number: they leave `pending` once the
     /// lookups' snapshot includes their commit.
     committed: VecDeque<(u64, Vec<String>)>,
@@ -101,7 +101,7 @@ impl Planner {
         Planner {
             mode,
             seen: Seen::default(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             committed: VecDeque::new(),
         }
     }

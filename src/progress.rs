@@ -11,6 +11,9 @@ use crate::ledger::RunCounts;
 
 /// How often a plain progress line is printed when stderr is not a terminal (by default).
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
+/// How often the bar's message is rebuilt: the loop calls [`Progress::update`] for every answer,
+/// and the bar draws at 10 Hz anyway.
+const BAR_EVERY: Duration = Duration::from_millis(100);
 /// Row warnings printed in full before the rest are only counted (the ledger and export keep all).
 pub const MAX_WARNINGS: u64 = 50;
 
@@ -20,7 +23,7 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
     started: Instant,
-    last_line: Instant,
+    last_refresh: Instant,
     size: Option<u64>,
     warnings: u64,
     every: Duration,
@@ -48,7 +51,7 @@ impl Progress {
             bar,
             lines: enabled && !terminal,
             started: now,
-            last_line: now,
+            last_refresh: now,
             size,
             warnings: 0,
             every,
@@ -58,13 +61,17 @@ impl Progress {
     /// Refreshes the display from the bytes read and the counts so far.
     pub fn update(&mut self, bytes: u64, counts: &RunCounts) {
         if let Some(bar) = &self.bar {
+            if self.last_refresh.elapsed() < BAR_EVERY {
+                return;
+            }
+            self.last_refresh = Instant::now();
             if self.size.is_some() {
                 bar.set_position(bytes);
             }
             bar.set_message(status_line(counts, None, self.started.elapsed()));
             bar.tick();
-        } else if self.lines && self.last_line.elapsed() >= self.every {
-            self.last_line = Instant::now();
+        } else if self.lines && self.last_refresh.elapsed() >= self.every {
+            self.last_refresh = Instant::now();
             let total = estimate_total(counts.rows, bytes, self.size);
             eprintln!("{}", status_line(counts, total, self.started.elapsed()));
         }
