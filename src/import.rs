@@ -1,12 +1,10 @@
 //! The orchestration of one import run: read ([`crate::input`], a thread) → look up
-//! ([`crate::lookup`], a thread) → decide ([`crate::plan`]) → send concurrently → record
-//! ([`crate::writer`], a thread). Only the HTTP stage is concurrent within this loop (a
+//! ([`crate::lookup`], two threads) → decide ([`crate::plan`]) → send concurrently
+//! ([`crate::send`]) → record ([`crate::writer`], a thread). Only the HTTP stage is concurrent within this loop (a
 //! `FuturesUnordered` bounded by `--concurrency`); decisions, progress, logs and the report happen
 //! here one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,15 +15,17 @@ use futures::{FutureExt, StreamExt};
 use thiserror::Error;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
-use crate::client::{Attempted, Client, ClientError, Created, Deleted, ListError, Retried};
+use crate::client::{Client, ClientError, ListError, Retried};
 use crate::config::{ImportConfig, Verbosity};
 use crate::input::{self, InputError, Record, Row, mask_phone};
-use crate::ledger::{Change, Entry, Ledger, LedgerError, RunCounts, Status};
+use crate::ledger::{Entry, Ledger, LedgerError, RunCounts};
 use crate::lookup::{self, Chunk, Looked, Lookups};
 use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
 use crate::report::{Outcome, RowReport, Summary};
+use crate::send::{self, Answer, Flying, Sending};
 use crate::throttle::Stop;
 use crate::writer::{self, Event, Replacement, Writer};
 
@@ -63,52 +63,6 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// What a sent row got back: the delete of a replacement (if any), then the create.
-struct Answer {
-    /// The replacements-history row written before the delete.
-    history: Option<i64>,
-    deleted: Option<Retried<Deleted>>,
-    created: Attempted<Created>,
-}
-
-/// A request on its way, answering with its slot in [`Flying`].
-type Sending = Pin<Box<dyn Future<Output = (usize, Answer)>>>;
-
-/// The jobs in flight, by slot: the requests share them (no copy per request), and a stop can
-/// still report the ones that got no answer.
-#[derive(Default)]
-struct Flying {
-    slots: Vec<Option<Rc<Job>>>,
-    free: Vec<usize>,
-}
-
-impl Flying {
-    fn insert(&mut self, job: Rc<Job>) -> usize {
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(job);
-                slot
-            }
-            None => {
-                self.slots.push(Some(job));
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    /// The job back, owned once its request has finished with it.
-    fn remove(&mut self, slot: usize) -> Option<Job> {
-        let job = self.slots.get_mut(slot)?.take()?;
-        self.free.push(slot);
-        Some(Rc::try_unwrap(job).unwrap_or_else(|shared| (*shared).clone()))
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Rc<Job>> + use<> {
-        self.free.clear();
-        std::mem::take(&mut self.slots).into_iter().flatten()
-    }
 }
 
 /// Runs one import (or, with `--dry-run`, plans it) and returns its summary. `Err` only when the
@@ -270,7 +224,8 @@ impl Run<'_> {
         loop {
             while !stop.is_triggered() && in_flight.len() < concurrency {
                 let Some(job) = queue.pop_front() else { break };
-                in_flight.push(self.launch(job, &client));
+                let history = self.replacement(&job);
+                in_flight.push(self.flying.launch(job, &client, &self.service, history));
             }
             if in_flight.is_empty() && (input_done || stop.is_triggered()) {
                 break;
@@ -508,191 +463,40 @@ impl Run<'_> {
         }
     }
 
-    /// Starts sending one job; a replacement is written down (and committed) before its delete.
-    fn launch(&mut self, job: Job, client: &Arc<Client>) -> Sending {
-        let history = match (&job.replace, &self.writer) {
-            (Some(replace), Some(writer)) => Some(writer.begin_replacement(Replacement {
-                run_id: self.run_id,
-                id_in_service: job.user.id_in_service.clone(),
-                old_user_id: replace.old_user_id.clone(),
-                old_phone: replace.old_phone.clone(),
-                new_phone: job.user.phone_number.clone(),
-            })),
-            _ => None,
-        };
-        let job = Rc::new(job);
-        let slot = self.flying.insert(Rc::clone(&job));
-        let client = Arc::clone(client);
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let (mut deleted, mut history_id) = (None, None);
-            if let Some(replace) = &job.replace {
-                // The old UserID must be on disk before it is deleted at Verigator.
-                if let Some(written) = history {
-                    match written.await {
-                        Ok(id) => history_id = Some(id),
-                        Err(_) => {
-                            let why = "the ledger could not record the replacement".to_string();
-                            let answer = Answer {
-                                history: None,
-                                deleted: Some(Retried::Stopped(Some(why))),
-                                created: Attempted {
-                                    result: Retried::Stopped(None),
-                                    attempts: 0,
-                                },
-                            };
-                            return (slot, answer);
-                        }
-                    }
-                }
-                let attempted = client.delete_user(&service, &replace.old_user_id).await;
-                let gone = matches!(
-                    attempted.result,
-                    Retried::Done(Deleted::Gone | Deleted::AlreadyGone)
-                );
-                deleted = Some(attempted.result);
-                if !gone {
-                    let created = Attempted {
-                        result: Retried::Stopped(None),
-                        attempts: 0,
-                    };
-                    let answer = Answer {
-                        history: history_id,
-                        deleted,
-                        created,
-                    };
-                    return (slot, answer);
-                }
-            }
-            let created = client.create_user(&service, &job.user).await;
-            let answer = Answer {
-                history: history_id,
-                deleted,
-                created,
-            };
-            (slot, answer)
-        })
+    /// For a replacement, asks the writer to commit its history row; the delete waits for it.
+    fn replacement(&self, job: &Job) -> Option<oneshot::Receiver<i64>> {
+        let (replace, writer) = (job.replace.as_ref()?, self.writer.as_ref()?);
+        Some(writer.begin_replacement(Replacement {
+            run_id: self.run_id,
+            id_in_service: job.user.id_in_service.clone(),
+            old_user_id: replace.old_user_id.clone(),
+            old_phone: replace.old_phone.clone(),
+            new_phone: job.user.phone_number.clone(),
+        }))
     }
 
-    /// Records the answer for one sent row.
+    /// Counts, logs and queues for the ledger one row's answer.
     fn settle(&mut self, slot: usize, answer: Answer, stop: &Stop) {
-        let Some(Job {
-            line,
-            user,
-            replace,
-            known,
-        }) = self.flying.remove(slot)
-        else {
+        let Some(job) = self.flying.remove(slot) else {
             return;
         };
-        let (id, phone) = (user.id_in_service.as_str(), user.phone_number.as_str());
-        if let Some(deleted) = &answer.deleted {
-            let failure = match deleted {
-                Retried::Done(Deleted::Gone | Deleted::AlreadyGone) => None,
-                Retried::Done(Deleted::Fatal(fatal)) => {
-                    self.abort(fatal.to_string());
-                    stop.trigger();
-                    Some((Outcome::Retry, fatal.to_string()))
-                }
-                Retried::Done(Deleted::Refused(reason)) => Some((
-                    Outcome::Failed,
-                    format!("deleting the old user was refused: {reason}"),
-                )),
-                Retried::GaveUp(reason) => Some((
-                    Outcome::Retry,
-                    format!("deleting the old user failed: {reason}"),
-                )),
-                Retried::Stopped(why) => Some((
-                    Outcome::Retry,
-                    why.clone().unwrap_or_else(|| {
-                        "the run stopped before the old user was deleted".into()
-                    }),
-                )),
-            };
-            if let Some((outcome, reason)) = failure {
-                // The ledger row keeps the old phone and UserID, so the next run tries again.
-                self.note(line, id, phone, outcome, Some(&reason), false);
-                return;
-            }
+        let done = send::settle(job, answer, self.config.verbosity == Verbosity::Verbose);
+        if let Some(fatal) = done.fatal {
+            self.abort(fatal);
+            stop.trigger();
         }
-        let attempts = answer.created.attempts;
-        let (mut status, mut user_id, mut ctime, mut last_error) =
-            (Status::Retry, None, None, None);
-        let mut reason = None;
-        let (outcome, settled, write) = match answer.created.result {
-            Retried::Done(Created::New {
-                user_id: new,
-                ctime: created,
-            }) => {
-                // Without a UserID in the answer the row is like a 409: the user list resolves it.
-                let outcome = match (&replace, &new) {
-                    (Some(old), Some(new)) => {
-                        reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
-                        Outcome::Replaced
-                    }
-                    (None, Some(_)) => Outcome::Synced,
-                    (_, None) => Outcome::Present,
-                };
-                status = if new.is_some() {
-                    Status::Synced
-                } else {
-                    Status::Present
-                };
-                (user_id, ctime) = (new, created);
-                (outcome, true, true)
-            }
-            Retried::Done(Created::Exists) => {
-                status = Status::Present;
-                (Outcome::Present, true, true)
-            }
-            Retried::Done(Created::Rejected(why)) => {
-                status = Status::Failed;
-                last_error = Some(why);
-                (Outcome::Failed, false, true)
-            }
-            Retried::Done(Created::Fatal(fatal)) => {
-                self.abort(fatal.to_string());
-                stop.trigger();
-                reason = Some(fatal.to_string());
-                (Outcome::Retry, false, false)
-            }
-            Retried::GaveUp(why) => {
-                last_error = Some(why);
-                (Outcome::Retry, false, true)
-            }
-            Retried::Stopped(why) => {
-                reason = Some(
-                    why.clone()
-                        .unwrap_or_else(|| "not sent: the run stopped first".into()),
-                );
-                last_error = why;
-                // Sent at least once: the server may have the user, so the ledger must know the row.
-                (Outcome::Retry, false, attempts > 0 || replace.is_some())
-            }
-        };
-        let reason = match (reason.or_else(|| last_error.clone()), outcome) {
-            (None, Outcome::Synced) if self.config.verbosity == Verbosity::Verbose => {
-                Some(format!(
-                    "UserID {} after {attempts} attempt(s)",
-                    user_id.as_deref().unwrap_or_default()
-                ))
-            }
-            (reason, _) => reason,
-        };
-        self.note(line, id, phone, outcome, reason.as_deref(), settled);
-        if write {
+        self.note(
+            done.line,
+            &done.change.id_in_service,
+            &done.change.phone_number,
+            done.outcome,
+            done.reason.as_deref(),
+            done.settled,
+        );
+        if done.write {
             self.keep(writer::Row {
-                change: Change {
-                    id_in_service: user.id_in_service,
-                    phone_number: user.phone_number,
-                    status,
-                    user_id,
-                    ctime,
-                    attempts,
-                    last_error,
-                    known,
-                },
-                replacement: answer.history,
+                change: done.change,
+                replacement: done.replacement,
             });
         }
     }

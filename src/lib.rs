@@ -18,6 +18,7 @@
 //! - [`client`]: the Verigator HTTP client: wire types, status classification, retries.
 //! - [`throttle`]: the rate limiter, backoff, the shared 429 pause and the stop flag.
 //! - [`import`]: the orchestration of one run, including shutdown on signals and fatal answers.
+//! - [`send`]: one sent row's requests, and what their answers mean for it.
 //! - [`writer`]: the thread that owns the import's ledger connection: records, batches, commits.
 //! - [`report`]: outcome tallies, the summary (text and JSON), the row report, status and export.
 //! - [`reconcile`]: comparing the service's users at Verigator with the ledger.
@@ -41,6 +42,7 @@ pub mod plan;
 pub mod progress;
 pub mod reconcile;
 pub mod report;
+pub mod send;
 pub mod simulator;
 pub mod throttle;
 pub mod writer;
