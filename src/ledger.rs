@@ -403,7 +403,7 @@ impl Ledger {
         } else {
             // Most rows of a big import are new: a plain insert skips the upsert machinery.
             return self
-                .insert_new(service_id, std::slice::from_ref(w))?
+                .insert_new(service_id, vec![w.clone()])?
                 .pop()
                 .map(|(_, rowid)| rowid)
                 .ok_or_else(|| sqlite(&self.path, rusqlite::Error::QueryReturnedNoRows));
@@ -418,27 +418,33 @@ impl Ledger {
     pub fn insert_new(
         &mut self,
         service_id: &str,
-        changes: &[Change],
+        changes: Vec<Change>,
     ) -> Result<Vec<(String, i64)>, LedgerError> {
         self.begin()?;
-        let mut added = Vec::with_capacity(changes.len());
-        let mut rest = changes;
+        let count = changes.len();
+        let mut rowids = Vec::with_capacity(count);
+        let mut rest = changes.as_slice();
         while !rest.is_empty() {
-            let n = INSERT_SIZES
-                .into_iter()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1);
+            // The last size is 1, so one always fits.
+            let (n, sql) = INSERTS
+                .iter()
+                .find(|(n, _)| *n <= rest.len())
+                .unwrap_or(&INSERTS[INSERTS.len() - 1]);
+            let n = *n;
             let (now, later) = rest.split_at(n);
             rest = later;
             let path = &self.path;
-            let mut stmt = self
-                .conn
-                .prepare_cached(&insert_sql(n))
-                .map_err(|e| sqlite(path, e))?;
-            let mut at = 1;
+            let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sqlite(path, e))?;
+            let bind =
+                |stmt: &mut rusqlite::CachedStatement<'_>, at, value: &dyn rusqlite::ToSql| {
+                    stmt.raw_bind_parameter(at, value)
+                        .map_err(|e| sqlite(path, e))
+                };
+            bind(&mut stmt, 1, &service_id)?;
+            bind(&mut stmt, 2, &self.batch_time)?;
+            let mut at = 3;
             for w in now {
-                let values: [&dyn rusqlite::ToSql; 9] = [
-                    &service_id,
+                let values: [&dyn rusqlite::ToSql; 7] = [
                     &w.id_in_service,
                     &w.phone_number,
                     &w.status.as_str(),
@@ -446,24 +452,31 @@ impl Ledger {
                     &w.ctime,
                     &w.attempts,
                     &w.last_error,
-                    &self.batch_time,
                 ];
                 for value in values {
-                    stmt.raw_bind_parameter(at, value)
-                        .map_err(|e| sqlite(path, e))?;
+                    bind(&mut stmt, at, value)?;
                     at += 1;
                 }
             }
-            let mut rows = stmt.raw_query();
-            while let Some(r) = rows.next().map_err(|e| sqlite(path, e))? {
-                added.push((
-                    r.get(0).map_err(|e| sqlite(path, e))?,
-                    r.get(1).map_err(|e| sqlite(path, e))?,
-                ));
+            stmt.raw_execute().map_err(|e| sqlite(path, e))?;
+            // New rows get max(rowid) + 1 each, in the order of VALUES (cheaper than RETURNING,
+            // which fills a temporary table). SQLite picks at random only after i64::MAX.
+            let last = self.conn.last_insert_rowid();
+            let first = last.saturating_sub(n as i64 - 1);
+            if first <= 0 || last == i64::MAX {
+                return Err(LedgerError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("the users table has run out of rowids"),
+                });
             }
+            rowids.extend(first..=last);
         }
-        self.batch_rows += changes.len();
-        Ok(added)
+        self.batch_rows += count;
+        Ok(changes
+            .into_iter()
+            .map(|c| c.id_in_service)
+            .zip(rowids)
+            .collect())
     }
 
     /// Commits the current batch if it is big or old enough; returns whether it committed.
@@ -907,16 +920,34 @@ pub struct RunRecord {
     pub exit_code: Option<i64>,
 }
 
-/// Rows per multi-row insert: a few fixed sizes, so that the statement cache holds them all.
-const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+/// Multi-row inserts of a few fixed sizes (so that the statement cache holds them all), largest
+/// first, with their SQL.
+static INSERTS: std::sync::LazyLock<[(usize, String); 4]> =
+    std::sync::LazyLock::new(|| [64, 16, 4, 1].map(|n| (n, insert_sql(n))));
 
-/// `INSERT … VALUES (…), … RETURNING id_in_service, rowid` for `rows` rows.
+/// `INSERT … VALUES (…), …` for `rows` rows: `?1` is the service, `?2` the batch's time, and
+/// each row has seven parameters of its own.
 fn insert_sql(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let p = 3 + 7 * i;
+            format!(
+                "(?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?2)",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            )
+        })
+        .collect();
     format!(
         "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
                             attempts, last_error, updated_at)
-         VALUES {values} RETURNING id_in_service, rowid"
+         VALUES {}",
+        values.join(", ")
     )
 }
 
@@ -1078,7 +1109,7 @@ mod tests {
             .iter()
             .map(|id| write(id, Status::Synced, Some("x")))
             .collect();
-        let added = l.insert_new("s", &changes).expect("insert");
+        let added = l.insert_new("s", changes).expect("insert");
         assert_eq!(added.len(), 101);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let found = l.lookup_chunk("s", &refs).expect("lookup");

@@ -180,7 +180,7 @@ impl Work {
                                 .finish_replacement(history, row.change.user_id.as_deref())?;
                         }
                     }
-                    let added = self.ledger.insert_new(&self.service_id, &new)?;
+                    let added = self.ledger.insert_new(&self.service_id, new)?;
                     self.added.extend(added);
                     if self.ledger.commit_if_due()? {
                         self.published();
