@@ -469,12 +469,11 @@ pub fn classify_create(
     match status.as_u16() {
         200..=299 => {
             let parsed = serde_json::from_slice::<CreatedBody>(body).ok();
+            let (id, ctime) = parsed.map_or((None, None), |b| (b.id, b.ctime));
             Step::Done(Created::New {
-                user_id: parsed
-                    .as_ref()
-                    .and_then(|b| b.id.clone())
-                    .filter(|id| !id.is_empty()),
-                ctime: parsed.and_then(|b| b.ctime).map(|c| match c {
+                user_id: id.filter(|id| !id.is_empty()),
+                // Opaque: a string as it is, anything else as its JSON text.
+                ctime: ctime.map(|c| match c {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 }),
@@ -592,6 +591,21 @@ mod tests {
             Step::Done(Created::New {
                 user_id: None,
                 ctime: None
+            })
+        );
+        // An escaped id is unescaped; a ctime that is not a string is kept as its JSON text.
+        assert_eq!(
+            create(answer(201, r#"{"id":"u\u0031","ctime":1700000000}"#)),
+            Step::Done(Created::New {
+                user_id: Some("u1".into()),
+                ctime: Some("1700000000".into())
+            })
+        );
+        assert_eq!(
+            create(answer(201, r#"{"id":"","ctime":"t\"z"}"#)),
+            Step::Done(Created::New {
+                user_id: None,
+                ctime: Some("t\"z".into())
             })
         );
     }
