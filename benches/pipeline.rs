@@ -1,10 +1,11 @@
 //! The performance benchmark of issue 5: `cargo bench --bench pipeline`.
 //!
-//! Measures, on this machine, with the simulator (in this process) and the importer (the real
-//! binary, a child process) sharing the cores: wrk's create rate against the simulator, the
-//! importer's rows/s over 200,000 rows, the 1,000,000-row no-op rerun, peak RSS of full imports at
-//! 20,000 and 1,000,000 rows, and the rate limiter's exactness at `--rate 100`. Prints one table of
-//! medians of 3 runs and exits non-zero if a target is missed. Traffic stays on 127.0.0.1.
+//! Measures, on this machine, with the simulator (in this process, or in a process of its own for
+//! the limiter check) and the importer (the real binary, a child process) sharing the cores: wrk's
+//! create rate against the simulator paired with the importer's rows/s over 200,000 rows, the
+//! 1,000,000-row no-op rerun, peak RSS of full imports at 20,000 and 1,000,000 rows, and the rate
+//! limiter's exactness at `--rate 100`. Prints one table of medians of 3 runs and exits non-zero if
+//! a target is missed. Traffic stays on 127.0.0.1.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
