@@ -24,7 +24,8 @@ pub struct Looked {
     pub records: Vec<Record>,
     /// What the ledger held for each record's id, by position; `None` for invalid rows.
     pub found: Vec<Option<Entry>>,
-    /// The lookup saw at least the writer's first `visible` commits ([`crate::writer::Writer::commits`]).
+    /// This lookup, and every later one, saw at least the writer's first `visible` commits
+    /// ([`crate::writer::Writer::commits`]).
     pub visible: u64,
 }
 
@@ -44,14 +45,34 @@ pub enum Chunk {
 pub struct Lookups {
     lanes: Vec<Receiver<Chunk>>,
     next: usize,
+    /// The commits each lane's latest lookup saw.
+    seen: Vec<u64>,
 }
 
 impl Lookups {
+    fn new(lanes: Vec<Receiver<Chunk>>) -> Lookups {
+        let seen = vec![0; lanes.len()];
+        Lookups {
+            lanes,
+            next: 0,
+            seen,
+        }
+    }
+
     /// The next chunk in file order; `None` after the last. Cancel-safe.
+    ///
+    /// Each lane loads the commit counter on its own, so a later chunk can come from an older
+    /// snapshot than an earlier one (lane 1 idle and quick, lane 0 busy). A lane's own lookups
+    /// only move forward, though, so the least of the lanes' latest counts holds for this chunk
+    /// and for all that follow: that is the `visible` passed on.
     pub async fn recv(&mut self) -> Option<Chunk> {
-        let lane = self.lanes.get_mut(self.next)?;
-        let chunk = lane.recv().await;
-        self.next = (self.next + 1) % self.lanes.len();
+        let lane = self.next;
+        let mut chunk = self.lanes.get_mut(lane)?.recv().await;
+        self.next = (lane + 1) % self.lanes.len();
+        if let Some(Chunk::Looked(looked)) = &mut chunk {
+            self.seen[lane] = looked.visible;
+            looked.visible = self.seen.iter().copied().min().unwrap_or_default();
+        }
         chunk
     }
 }
@@ -97,10 +118,7 @@ pub fn spawn(
             })?;
         out.push(rx);
     }
-    Ok(Lookups {
-        lanes: out,
-        next: 0,
-    })
+    Ok(Lookups::new(out))
 }
 
 fn look_up(
@@ -125,4 +143,40 @@ fn look_up(
         found[i] = entry;
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn looked(visible: u64) -> Chunk {
+        Chunk::Looked(Looked {
+            records: Vec::new(),
+            found: Vec::new(),
+            visible,
+        })
+    }
+
+    #[tokio::test]
+    async fn visible_never_runs_ahead_of_a_lane_that_lags() {
+        let (tx0, rx0) = channel(4);
+        let (tx1, rx1) = channel(4);
+        let mut lookups = Lookups::new(vec![rx0, rx1]);
+        // Lane 0 (chunks 0, 2, 4) is slow and saw commits 0, 5, 6; lane 1 (chunks 1, 3) was
+        // quick and looked chunk 3 up before lane 0 got to chunk 2, at commit 3.
+        for (tx, visible) in [(&tx0, 0), (&tx1, 3), (&tx0, 5), (&tx1, 3), (&tx0, 6)] {
+            tx.send(looked(visible)).await.expect("send");
+        }
+        let mut passed = Vec::new();
+        while passed.len() < 5 {
+            match lookups.recv().await {
+                Some(Chunk::Looked(l)) => passed.push(l.visible),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Chunk 2 alone would say 5, but chunk 3 saw only 3: nothing past 3 may leave pending.
+        assert_eq!(passed, [0, 0, 3, 3, 3]);
+        drop((tx0, tx1));
+        assert!(lookups.recv().await.is_none());
+    }
 }
