@@ -1067,6 +1067,22 @@ mod tests {
     }
 
     #[test]
+    fn bundled_sqlite_has_the_build_flags_of_cargo_config() {
+        let (_d, l) = ledger();
+        let options: Vec<String> = l
+            .conn
+            .prepare("PRAGMA compile_options")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("compile options");
+        // Set in .cargo/config.toml; a build from outside the repository silently lacks them.
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT")
+                && options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
+    #[test]
     fn migrations_validate() {
         migrations().validate().expect("migrations are valid");
     }
