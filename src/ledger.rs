@@ -479,6 +479,29 @@ impl Ledger {
             .collect())
     }
 
+    /// Opens a savepoint inside the current batch, so that a failing handful of writes can be
+    /// undone without the rest of the batch.
+    pub fn savepoint(&mut self) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .execute_batch("SAVEPOINT handful")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps what was written since [`Ledger::savepoint`].
+    pub fn release(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .execute_batch("RELEASE handful")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Undoes what was written since [`Ledger::savepoint`]; the batch before it stays.
+    pub fn roll_back_to_savepoint(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .execute_batch("ROLLBACK TO handful; RELEASE handful")
+            .map_err(|e| self.err(e))
+    }
+
     /// Commits the current batch if it is big or old enough; returns whether it committed.
     pub fn commit_if_due(&mut self) -> Result<bool, LedgerError> {
         if self.in_transaction

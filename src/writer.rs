@@ -168,20 +168,21 @@ impl Work {
             match command {
                 None => return self.commit(),
                 Some(Command::Rows(rows)) => {
-                    let mut new = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        if !row.change.known {
-                            new.push(row.change);
-                            continue;
+                    self.ledger.savepoint()?;
+                    match self.write(rows) {
+                        Ok(added) => {
+                            self.ledger.release()?;
+                            self.added.extend(added);
                         }
-                        self.ledger.record(&self.service_id, &row.change)?;
-                        if let Some(history) = row.replacement {
-                            self.ledger
-                                .finish_replacement(history, row.change.user_id.as_deref())?;
+                        Err(e) => {
+                            // Undo this handful alone and keep the rows written before it. The
+                            // first error is the one to report, whatever happens after it.
+                            if self.ledger.roll_back_to_savepoint().is_ok() {
+                                let _ = self.commit();
+                            }
+                            return Err(e);
                         }
                     }
-                    let added = self.ledger.insert_new(&self.service_id, new)?;
-                    self.added.extend(added);
                     if self.ledger.commit_if_due()? {
                         self.published();
                     }
@@ -201,6 +202,23 @@ impl Work {
                 }
             }
         }
+    }
+
+    /// Writes one handful; returns the rows it inserted.
+    fn write(&mut self, rows: Vec<Row>) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut new = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !row.change.known {
+                new.push(row.change);
+                continue;
+            }
+            self.ledger.record(&self.service_id, &row.change)?;
+            if let Some(history) = row.replacement {
+                self.ledger
+                    .finish_replacement(history, row.change.user_id.as_deref())?;
+            }
+        }
+        self.ledger.insert_new(&self.service_id, new)
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {
@@ -288,10 +306,18 @@ mod tests {
     #[test]
     fn a_failed_write_stops_the_writer_and_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = Ledger::open_for_import(&dir.path().join("l.db")).expect("open");
+        let path = dir.path().join("l.db");
+        let ledger = Ledger::open_for_import(&path).expect("open");
         let (writer, mut events) = Writer::spawn(ledger, "s".into()).expect("spawn");
+        writer.write(vec![row("kept", false)]);
         // The same new id twice breaks the primary key: a bug, but one that must not pass silently.
-        writer.write(vec![row("a", false), row("a", false)]);
+        writer.write(vec![row("b", false), row("a", false), row("a", false)]);
+        // The rows before the failing handful are committed and announced, then the failure.
+        let Some(Event::Committed { added, .. }) = events.blocking_recv() else {
+            panic!("expected the commit of the rows before the failure");
+        };
+        let ids: Vec<&str> = added.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["kept"]);
         assert!(matches!(events.blocking_recv(), Some(Event::Failed)));
         let history = writer.begin_replacement(Replacement {
             run_id: None,
@@ -306,5 +332,12 @@ mod tests {
         );
         let err = writer.finish().expect_err("the failure");
         assert!(err.to_string().contains("UNIQUE"), "{err}");
+        // Only the failing handful is lost; the row written before it was committed.
+        let mut reader = Ledger::open_read_only(&path).expect("reader");
+        let found = reader
+            .lookup_chunk("s", &["kept", "b", "a"])
+            .expect("lookup");
+        let present: Vec<bool> = found.iter().map(Option::is_some).collect();
+        assert_eq!(present, [true, false, false]);
     }
 }
