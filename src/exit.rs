@@ -7,7 +7,8 @@ pub const OK: u8 = 0;
 pub const INCOMPLETE: u8 = 1;
 /// Usage, configuration or input error; nothing was sent. clap's own usage errors use it too.
 pub const USAGE: u8 = 2;
-/// The run was aborted: a signal, a fatal answer from the API (401/403/404), or a ledger in use.
+/// The run was aborted: a signal, a fatal answer from the API (401/403/404), a ledger in use, or
+/// a ledger that could not be written part-way.
 pub const ABORTED: u8 = 3;
 
 /// The exit code for a command that could not do its job.
@@ -18,9 +19,28 @@ pub fn of(error: &crate::commands::Error) -> u8 {
     use crate::reconcile::ReconcileError;
     match error {
         Error::Import(ImportError::Ledger(LedgerError::Locked { .. }))
+        | Error::Import(ImportError::Recording(_))
         | Error::Ledger(LedgerError::Locked { .. })
         | Error::Reconcile(ReconcileError::Ledger(LedgerError::Locked { .. }))
         | Error::Reconcile(ReconcileError::List(_)) => ABORTED,
         _ => USAGE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Error;
+    use crate::import::ImportError;
+    use crate::ledger::LedgerError;
+
+    #[test]
+    fn a_ledger_failing_mid_run_is_an_abort_but_a_bad_ledger_at_start_is_usage() {
+        let io = || LedgerError::Io {
+            path: "l.db".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(of(&Error::Import(ImportError::Recording(io()))), ABORTED);
+        assert_eq!(of(&Error::Import(ImportError::Ledger(io()))), USAGE);
     }
 }

@@ -51,6 +51,12 @@ pub enum ImportError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// Writing outcomes to the ledger failed part-way (disk full, I/O error): requests were sent,
+    /// and the rows answered since the last commit are not recorded.
+    #[error(
+        "{0}; the run stopped: rows answered since the last commit are not in the ledger, and the next run finds them again (409 and the user list)"
+    )]
+    Recording(#[source] LedgerError),
     /// A worker thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -244,6 +250,11 @@ impl Run<'_> {
                     deadline = Some(tokio::time::Instant::now() + self.config.client.timeout);
                     self.progress.println("stopping: no new requests; waiting for those in flight (signal again to stop at once)");
                 }
+                // Before answers: a writer that failed must stop the run at once.
+                Some(event) = next_event(&mut self.events) => match event {
+                    Event::Committed { commit, added } => self.planner.committed(commit, added),
+                    Event::Failed => return Err(self.writer_failure()),
+                },
                 Some((slot, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.settle(slot, answer, stop);
                     // Every answer already in, before the other branches are polled again.
@@ -251,10 +262,6 @@ impl Run<'_> {
                         self.settle(slot, answer, stop);
                     }
                 }
-                Some(event) = next_event(&mut self.events) => match event {
-                    Event::Committed { commit, added } => self.planner.committed(commit, added),
-                    Event::Failed => return Err(self.writer_failure()),
-                },
                 chunk = chunks.recv(), if wants_input => match chunk {
                     None => input_done = true,
                     Some(Chunk::Looked(Looked { records, found, visible })) => {
@@ -331,17 +338,21 @@ impl Run<'_> {
     /// The error that stopped the writer thread.
     fn writer_failure(&mut self) -> ImportError {
         match self.writer.take().map(Writer::finish) {
-            Some(Err(e)) => e.into(),
+            Some(Err(e)) => ImportError::Recording(e),
             _ => ImportError::Thread(std::io::Error::other("the ledger writer stopped")),
         }
     }
 
     /// Hands over the last rows and stops the writer, which commits them; returns the ledger
     /// (`None` on a dry run) for the run's last writes.
-    fn close(&mut self) -> Result<Option<Ledger>, LedgerError> {
+    fn close(&mut self) -> Result<Option<Ledger>, ImportError> {
         self.hand_over();
         self.events = None;
-        self.writer.take().map(Writer::finish).transpose()
+        self.writer
+            .take()
+            .map(Writer::finish)
+            .transpose()
+            .map_err(ImportError::Recording)
     }
 
     /// Counts, logs and reports one row's outcome: the one place every row passes through.
