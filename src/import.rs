@@ -1,8 +1,8 @@
 //! The orchestration of one import run: read ([`crate::input`], a thread) → look up
 //! ([`crate::lookup`], two threads) → decide ([`crate::plan`]) → send concurrently
-//! ([`crate::send`]) → record ([`crate::writer`], a thread). Only the HTTP stage is concurrent within this loop (a
-//! `FuturesUnordered` bounded by `--concurrency`); decisions, progress, logs and the report happen
-//! here one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
+//! ([`crate::send`]) → record ([`crate::writer`], a thread). Within this loop only the HTTP stage
+//! is concurrent (a `FuturesUnordered` bounded by `--concurrency`); decisions, progress, logs and
+//! the report happen here one at a time, so nothing needs a lock. Also owns stopping: signals and fatal answers.
 
 use std::collections::VecDeque;
 use std::rc::Rc;

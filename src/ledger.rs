@@ -370,44 +370,40 @@ impl Ledger {
         Ok(found)
     }
 
-    /// Records an outcome inside the current batch and returns the row's rowid.
+    /// Records an outcome inside the current batch and returns the row's rowid: updates the row
+    /// the ledger has, or inserts it. Rows known to be new go faster through [`Ledger::insert_new`].
     pub fn record(&mut self, service_id: &str, w: &Change) -> Result<i64, LedgerError> {
         self.begin()?;
-        let values = params![
-            service_id,
-            w.id_in_service,
-            w.phone_number,
-            w.status.as_str(),
-            w.user_id,
-            w.ctime,
-            w.attempts,
-            w.last_error,
-            self.batch_time
-        ];
-        let path = &self.path;
-        let rowid = if w.known {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
-                                        attempts, last_error, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (service_id, id_in_service) DO UPDATE SET
-                        phone_number = excluded.phone_number, status = excluded.status,
-                        user_id = excluded.user_id, ctime = excluded.ctime,
-                        attempts = users.attempts + excluded.attempts,
-                        last_error = excluded.last_error, updated_at = excluded.updated_at
-                     RETURNING rowid",
+        let rowid = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
+                                    attempts, last_error, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (service_id, id_in_service) DO UPDATE SET
+                    phone_number = excluded.phone_number, status = excluded.status,
+                    user_id = excluded.user_id, ctime = excluded.ctime,
+                    attempts = users.attempts + excluded.attempts,
+                    last_error = excluded.last_error, updated_at = excluded.updated_at
+                 RETURNING rowid",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        service_id,
+                        w.id_in_service,
+                        w.phone_number,
+                        w.status.as_str(),
+                        w.user_id,
+                        w.ctime,
+                        w.attempts,
+                        w.last_error,
+                        self.batch_time
+                    ],
+                    |r| r.get(0),
                 )
-                .and_then(|mut stmt| stmt.query_row(values, |r| r.get(0)))
-                .map_err(|e| sqlite(path, e))?
-        } else {
-            // Most rows of a big import are new: a plain insert skips the upsert machinery.
-            return self
-                .insert_new(service_id, vec![w.clone()])?
-                .pop()
-                .map(|(_, rowid)| rowid)
-                .ok_or_else(|| sqlite(&self.path, rusqlite::Error::QueryReturnedNoRows));
-        };
+            })
+            .map_err(|e| sqlite(&self.path, e))?;
         self.batch_rows += 1;
         Ok(rowid)
     }

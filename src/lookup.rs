@@ -1,5 +1,6 @@
-//! The lookup stage: a thread with its own read-only ledger connection that attaches to each chunk
-//! of records what the ledger holds for their ids, ahead of the loop's decisions. On a nightly run
+//! The lookup stage: threads (one per lane), each with its own read-only ledger connection, that
+//! attach to each chunk of records what the ledger holds for their ids, ahead of the loop's
+//! decisions. On a nightly run
 //! where nearly every row is synced these lookups are most of the work, and here they overlap with
 //! reading the file and with deciding. Its view may trail this run's own writes; [`Looked::visible`]
 //! says how far, and [`crate::plan::Planner`] covers the gap.

@@ -257,12 +257,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn commits_are_counted_announced_and_visible_to_other_connections() {
+    /// A writer on a new ledger, with the ledger's path (the directory lives as long as it).
+    fn spawned() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Writer,
+        events::UnboundedReceiver<Event>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("l.db");
         let ledger = Ledger::open_for_import(&path).expect("open");
-        let (writer, mut events) = Writer::spawn(ledger, "s".into()).expect("spawn");
+        let (writer, events) = Writer::spawn(ledger, "s".into()).expect("spawn");
+        (dir, path, writer, events)
+    }
+
+    #[test]
+    fn commits_are_counted_announced_and_visible_to_other_connections() {
+        let (_dir, path, writer, mut events) = spawned();
         writer.write(vec![row("a", false), row("b", false)]);
         // A replacement commits the rows queued before it, then answers.
         let history = writer
@@ -305,10 +316,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_stops_the_writer_and_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("l.db");
-        let ledger = Ledger::open_for_import(&path).expect("open");
-        let (writer, mut events) = Writer::spawn(ledger, "s".into()).expect("spawn");
+        let (_dir, path, writer, mut events) = spawned();
         writer.write(vec![row("kept", false)]);
         // The same new id twice breaks the primary key: a bug, but one that must not pass silently.
         writer.write(vec![row("b", false), row("a", false), row("a", false)]);
