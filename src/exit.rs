@@ -8,7 +8,7 @@ pub const INCOMPLETE: u8 = 1;
 /// Usage, configuration or input error; nothing was sent. clap's own usage errors use it too.
 pub const USAGE: u8 = 2;
 /// The run was aborted: a signal, a fatal answer from the API (401/403/404), a ledger in use, or
-/// a ledger that could not be written part-way.
+/// a ledger that could not be written or read part-way.
 pub const ABORTED: u8 = 3;
 
 /// The exit code for a command that could not do its job.
@@ -19,7 +19,7 @@ pub fn of(error: &crate::commands::Error) -> u8 {
     use crate::reconcile::ReconcileError;
     match error {
         Error::Import(ImportError::Ledger(LedgerError::Locked { .. }))
-        | Error::Import(ImportError::Recording(_))
+        | Error::Import(ImportError::Recording(_) | ImportError::Lookup(_))
         | Error::Ledger(LedgerError::Locked { .. })
         | Error::Reconcile(ReconcileError::Ledger(LedgerError::Locked { .. }))
         | Error::Reconcile(ReconcileError::List(_)) => ABORTED,
@@ -41,6 +41,7 @@ mod tests {
             source: std::io::Error::other("disk full"),
         };
         assert_eq!(of(&Error::Import(ImportError::Recording(io()))), ABORTED);
+        assert_eq!(of(&Error::Import(ImportError::Lookup(io()))), ABORTED);
         assert_eq!(of(&Error::Import(ImportError::Ledger(io()))), USAGE);
     }
 }

@@ -57,6 +57,12 @@ pub enum ImportError {
         "{0}; the run stopped: rows answered since the last commit are not in the ledger, and the next run finds them again (409 and the user list)"
     )]
     Recording(#[source] LedgerError),
+    /// Looking rows up in the ledger failed part-way: requests were sent, and every answer so far
+    /// is recorded.
+    #[error(
+        "{0}; the run stopped part-way: every answer so far is recorded, and the next run goes on from there"
+    )]
+    Lookup(#[source] LedgerError),
     /// A worker thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -95,17 +101,21 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
         signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
     );
-    let (writer, events, run_id) = if config.mode.dry_run {
-        (None, None, None)
-    } else {
-        let mut ledger = Ledger::open_for_import(&config.ledger)?;
-        let run_id = ledger.begin_run(&config.service_id, reader.name())?;
-        let (writer, events) = Writer::spawn(ledger, config.service_id.clone())?;
-        (Some(writer), Some(events), Some(run_id))
-    };
+    let ledger = (!config.mode.dry_run)
+        .then(|| Ledger::open_for_import(&config.ledger))
+        .transpose()?;
+    // Opened before the run is registered, so that failing here leaves no unfinished run behind.
     let looking = (0..lookup::LANES)
         .map(|_| Ledger::open_for_plan(&config.ledger))
         .collect::<Result<Vec<_>, _>>()?;
+    let (writer, events, run_id) = match ledger {
+        None => (None, None, None),
+        Some(mut ledger) => {
+            let run_id = ledger.begin_run(&config.service_id, reader.name())?;
+            let (writer, events) = Writer::spawn(ledger, config.service_id.clone())?;
+            (Some(writer), Some(events), Some(run_id))
+        }
+    };
     let commits = writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
     let mut run = Run {
@@ -134,8 +144,12 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         .await;
     // Whatever stopped the loop, rows already answered reach the ledger.
     let closed = run.close();
-    let input_error = pumped?;
-    let mut ledger = match closed? {
+    let (input_error, closed) = match (pumped, closed) {
+        (Ok(input_error), Ok(closed)) => (input_error, closed),
+        (Err(e), closed) => return Err(run.fail(closed.ok().flatten(), e)),
+        (Ok(_), Err(e)) => return Err(run.fail(None, e)),
+    };
+    let mut ledger = match closed {
         Some(ledger) => Some(ledger),
         // A dry run's own connection went to the lookups; this one counts what is unresolved.
         None => Ledger::open_for_plan(&config.ledger)?,
@@ -225,6 +239,7 @@ impl Run<'_> {
         let mut queue: VecDeque<Job> = VecDeque::new();
         let mut in_flight: FuturesUnordered<Sending> = FuturesUnordered::new();
         let (mut input_done, mut input_error, mut signalled) = (false, None, false);
+        let mut failure = None;
         let mut deadline = None;
         let mut ticker = tokio::time::interval(TICK);
         loop {
@@ -253,7 +268,10 @@ impl Run<'_> {
                 // Before answers: a writer that failed must stop the run at once.
                 Some(event) = next_event(&mut self.events) => match event {
                     Event::Committed { commit, added } => self.planner.committed(commit, added),
-                    Event::Failed => return Err(self.writer_failure()),
+                    Event::Failed => {
+                        failure = Some(self.writer_failure());
+                        break;
+                    }
                 },
                 Some((slot, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.settle(slot, answer, stop);
@@ -276,7 +294,10 @@ impl Run<'_> {
                         input_error = Some(e);
                         stop.trigger();
                     }
-                    Some(Chunk::Ledger(e)) => return Err(e.into()),
+                    Some(Chunk::Ledger(e)) => {
+                        failure = Some(ImportError::Lookup(e));
+                        break;
+                    }
                 },
                 () = sleep_until(deadline) => break,
                 _ = ticker.tick() => {}
@@ -311,7 +332,27 @@ impl Run<'_> {
                 false,
             );
         }
-        Ok(input_error)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(input_error),
+        }
+    }
+
+    /// Ends a run that failed part-way: the report still gets every row noted so far, and the run
+    /// is marked aborted if the ledger still takes writes. Returns `error`, the one to show.
+    fn fail(&mut self, ledger: Option<Ledger>, error: ImportError) -> ImportError {
+        if let (Some(mut ledger), Some(id)) = (ledger, self.run_id) {
+            // Best effort: a ledger that just failed may refuse this too, and `error` says more.
+            let _ = ledger.finish_run(id, &self.counts, crate::exit::ABORTED);
+        }
+        if let Some(report) = self.report.take()
+            && let Err(e) = report.finish()
+        {
+            self.progress
+                .println(&format!("warning: the report could not be saved: {e}"));
+        }
+        self.progress.finish();
+        error
     }
 
     fn abort(&mut self, why: String) {

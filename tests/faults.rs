@@ -269,6 +269,55 @@ fn sigkill_mid_run_loses_no_user_id_after_a_rerun() {
 }
 
 #[test]
+fn a_ledger_that_fills_up_part_way_exits_3_keeps_the_report_and_the_rerun_loses_nothing() {
+    let env = Env::new();
+    let n = 20_000;
+    let csv = env.file("u.csv", users_csv(0, n));
+    let report = env.dir.path().join("report.csv");
+    // 1 MiB: the ledger's write-ahead log outgrows it after a few thousand rows.
+    let mut cmd = env.cmd_with_file_limit(1 << 20);
+    cmd.args([
+        "import",
+        "--json",
+        "--no-progress",
+        "--rate",
+        "0",
+        "--report",
+    ])
+    .arg(&report)
+    .arg(&csv);
+    let full = Run::of(cmd.output().expect("sh runs the binary"));
+    full.expect_code(3).expect_line(
+        "error: ledger ",
+        "the run stopped: rows answered since the last commit are not in the ledger, and the next run finds them again (409 and the user list)",
+    );
+    let recorded = env.rows();
+    assert!(
+        !recorded.is_empty() && recorded.len() < n,
+        "stopped part-way"
+    );
+    // The rows it could not finish are in the report, which was saved despite the failure.
+    let text = std::fs::read_to_string(&report).expect("the report was saved");
+    let unfinished: Vec<&str> = text.lines().skip(1).collect();
+    assert!(!unfinished.is_empty(), "queued rows are reported");
+    for line in &unfinished {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[3], "retry", "{line}");
+        assert!(!recorded.contains_key(fields[1]), "{line} is not recorded");
+    }
+    let rerun = env.import(&csv, &[]);
+    rerun.expect_code(0);
+    assert_each_registered_once(&env, n);
+    env.assert_ledger_matches_remote();
+    assert!(env.rows().values().all(|r| r.user_id.is_some()));
+    assert!(
+        rerun.count("present") > 0,
+        "answers lost with the failed commit come back as 409"
+    );
+    assert_eq!(rerun.count("present"), rerun.count("resolved"));
+}
+
+#[test]
 fn present_rows_without_user_id_are_resolved_by_the_next_run() {
     let env = Env::new();
     let csv = env.file("u.csv", users_csv(0, 5));

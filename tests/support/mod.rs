@@ -85,6 +85,26 @@ impl Env {
         cmd
     }
 
+    /// Like [`Env::cmd`], but no file the binary writes may grow beyond `bytes`, as on a disk that
+    /// fills up: writes beyond it fail with EFBIG (an ignored SIGXFSZ stays ignored across exec).
+    pub fn cmd_with_file_limit(&self, bytes: u64) -> Command {
+        let cmd = self.cmd();
+        let program = cmd.get_program().to_owned();
+        let mut limited = Command::new("sh");
+        // POSIX sh counts `ulimit -f` in 512-byte blocks (bash does too, as sh).
+        limited
+            .arg("-c")
+            .arg(format!(
+                r#"trap '' XFSZ; ulimit -f {}; exec "$0" "$@""#,
+                bytes / 512
+            ))
+            .arg(program)
+            .env_clear()
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(self.dir.path());
+        limited
+    }
+
     /// `import --json --no-progress --rate 0 <csv> <extra…>`.
     pub fn import(&self, csv: &Path, extra: &[&str]) -> Run {
         let mut cmd = self.cmd();
