@@ -242,6 +242,16 @@ impl Ledger {
                 path: shown.clone(),
                 reason: format!("migration failed: {e}"),
             })?;
+        // `insert_new` takes new rows' rowids to be max(rowid) + 1 onwards, which SQLite documents
+        // for as long as the largest rowid is below i64::MAX: only a row inserted by hand nears it.
+        let top: Option<i64> = conn
+            .query_row("SELECT max(rowid) FROM users", [], |r| r.get(0))
+            .map_err(|source| sqlite(&shown, source))?;
+        if top.is_some_and(|top| top > i64::MAX / 2) {
+            return Err(io(std::io::Error::other(
+                "its users table holds a rowid near the largest possible (a row inserted by hand?); export it and start a new ledger",
+            )));
+        }
         Ok(Ledger {
             conn,
             path: shown,
@@ -1152,6 +1162,24 @@ mod tests {
         for (id, entry) in refs.iter().zip(found) {
             assert_eq!(entry.map(|e| e.rowid), by_id.get(id).copied(), "{id}");
         }
+    }
+
+    #[test]
+    fn a_ledger_whose_rowids_could_run_out_is_refused() {
+        let (dir, l) = ledger();
+        l.conn
+            .execute(
+                "INSERT INTO users (rowid, service_id, id_in_service, phone_number, status, updated_at)
+                 VALUES (9223372036854775807, 's', 'a', '+37255555555', 'synced', 'now')",
+                [],
+            )
+            .expect("insert by hand");
+        drop(l);
+        let e = Ledger::open_for_import(&dir.path().join("l.db")).expect_err("refused");
+        assert!(
+            e.to_string().contains("rowid near the largest possible"),
+            "{e}"
+        );
     }
 
     #[test]
