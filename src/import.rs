@@ -146,15 +146,20 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let closed = run.close();
     let (input_error, closed) = match (pumped, closed) {
         (Ok(input_error), Ok(closed)) => (input_error, closed),
-        (Err(e), closed) => return Err(run.fail(closed.ok().flatten(), e)),
-        (Ok(_), Err(e)) => return Err(run.fail(None, e)),
+        // A last commit that failed outweighs the rest: its rows are the ones not recorded.
+        (_, Err(e)) => return Err(run.fail(None, e)),
+        (Err(e), Ok(closed)) => return Err(run.fail(closed, e)),
     };
     let mut ledger = match closed {
         Some(ledger) => Some(ledger),
         // A dry run's own connection went to the lookups; this one counts what is unresolved.
         None => Ledger::open_for_plan(&config.ledger)?,
     };
-    let unresolved = run.finish(ledger.as_mut(), &client, &stop).await?;
+    let unresolved = match run.finish(ledger.as_mut(), &client, &stop).await {
+        Ok(unresolved) => unresolved,
+        Err(e) if config.mode.dry_run => return Err(run.fail(None, e.into())),
+        Err(e) => return Err(run.fail(ledger, ImportError::Recording(e))),
+    };
     run.progress.finish();
     let summary = Summary {
         run_id,
@@ -172,8 +177,10 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     } else {
         summary.exit_code()
     };
-    if let (Some(ledger), Some(id)) = (&mut ledger, run_id) {
-        ledger.finish_run(id, &summary.counts, code)?;
+    if let (Some(ledger), Some(id)) = (&mut ledger, run_id)
+        && let Err(e) = ledger.finish_run(id, &summary.counts, code)
+    {
+        return Err(run.fail(None, ImportError::Recording(e)));
     }
     if let Some(e) = run.report_failure.take() {
         return Err(report_error(e));
@@ -294,9 +301,10 @@ impl Run<'_> {
                         input_error = Some(e);
                         stop.trigger();
                     }
+                    // Like bad input: no new requests, but those in flight are answered and recorded.
                     Some(Chunk::Ledger(e)) => {
                         failure = Some(ImportError::Lookup(e));
-                        break;
+                        stop.trigger();
                     }
                 },
                 () = sleep_until(deadline) => break,
@@ -345,11 +353,13 @@ impl Run<'_> {
             // Best effort: a ledger that just failed may refuse this too, and `error` says more.
             let _ = ledger.finish_run(id, &self.counts, crate::exit::ABORTED);
         }
-        if let Some(report) = self.report.take()
-            && let Err(e) = report.finish()
-        {
+        let unsaved = match self.report.take() {
+            Some(report) => report.finish().err(),
+            None => self.report_failure.take(),
+        };
+        if let Some(e) = unsaved {
             self.progress
-                .println(&format!("warning: the report could not be saved: {e}"));
+                .println(&format!("warning: the report could not be written: {e}"));
         }
         self.progress.finish();
         error
