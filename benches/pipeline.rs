@@ -2,7 +2,8 @@
 //!
 //! Measures, on this machine, with the simulator (in this process, or in a process of its own for
 //! the limiter check) and the importer (the real binary, a child process) sharing the cores: wrk's
-//! create rate against the simulator paired with the importer's rows/s over 200,000 rows, the
+//! create rate against the simulator paired with the importer's rows/s over 200,000 rows and with
+//! two reference importers in Python (`baseline.py`: asyncio + aiohttp, and sequential requests), the
 //! 1,000,000-row no-op rerun, peak RSS of full imports at 20,000 and 1,000,000 rows, and the rate
 //! limiter's exactness at `--rate 100`. Prints one table of medians of 3 runs and exits non-zero if
 //! a target is missed. Traffic stays on 127.0.0.1.
@@ -19,6 +20,13 @@ const SERVICE: &str = "bench";
 const RUNS: usize = 3;
 /// importer rows/s ≥ this × wrk's requests/s against the same simulator.
 const MIN_IMPORT_VS_WRK: f64 = 0.6;
+/// importer rows/s ≥ this × those of the asyncio + aiohttp reference importer (`baseline.py`).
+const MIN_IMPORT_VS_AIOHTTP: f64 = 6.0;
+/// importer rows/s ≥ this × those of the sequential `requests` reference importer.
+const MIN_IMPORT_VS_REQUESTS: f64 = 50.0;
+/// Rows for the reference importers: 20,000 as in the issue; the sequential one manages ~600/s.
+const AIOHTTP_ROWS: usize = 20_000;
+const REQUESTS_ROWS: usize = 2_000;
 /// The no-op rerun of 1,000,000 already-synced rows.
 const MAX_NOOP_SECONDS: f64 = 1.0;
 const MAX_NOOP_RSS_MB: f64 = 32.0;
@@ -28,6 +36,15 @@ const MAX_RSS_GROWTH: f64 = 1.5;
 const LIMIT_RATE: u32 = 100;
 const LIMIT_SECONDS: u32 = 30;
 const LIMIT_TOLERANCE: f64 = 0.02;
+
+/// One round: wrk, then the importer, then the two reference importers, each against a fresh
+/// simulator; ratios are taken within a round.
+struct Round {
+    wrk: f64,
+    importer: f64,
+    aiohttp: f64,
+    requests: f64,
+}
 
 struct Measured {
     wall: f64,
@@ -41,25 +58,39 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = match ensure_python(&root.join("target")) {
+        Ok(python) => python,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let data = root.join("target").join("bench-data");
     fs::create_dir_all(&data).expect("create target/bench-data");
     let csv = |n: usize| generate(&data, n);
-    let (small, medium, large) = (csv(20_000), csv(200_000), csv(1_000_000));
+    let (tiny, small, medium, large) = (
+        csv(REQUESTS_ROWS),
+        csv(AIOHTTP_ROWS),
+        csv(200_000),
+        csv(1_000_000),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
 
-    // Each importer run is paired with a wrk run just before it: the machine's speed drifts by
-    // minutes (wrk alone has measured 33k to 82k req/s), and a ratio within a pair cancels that.
+    // Each importer run is paired with a wrk run just before it and the reference importers just
+    // after: the machine's speed drifts by minutes (wrk alone has measured 33k to 86k req/s), and a
+    // ratio within a round cancels that.
     eprintln!(
-        "bench: {RUNS} pairs of wrk -t2 -c32 -d5s, then importing 200,000 rows (--rate 0 --concurrency 64)"
+        "bench: {RUNS} rounds of wrk -t2 -c32 -d5s, importing 200,000 rows (--rate 0 --concurrency 64), \
+         and the reference importers (aiohttp over {AIOHTTP_ROWS} rows, requests over {REQUESTS_ROWS})"
     );
-    let pairs: Vec<(f64, f64)> = (0..RUNS)
+    let rounds: Vec<Round> = (0..RUNS)
         .map(|_| {
             let wrk = with_simulator(&rt, SimConfig::default(), wrk_rate);
-            let rows_per_second = with_simulator(&rt, SimConfig::default(), |sim| {
+            let importer = with_simulator(&rt, SimConfig::default(), |sim| {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let m = import(
                     sim,
@@ -70,13 +101,31 @@ fn main() -> ExitCode {
                 assert_eq!(m.summary["synced"], 200_000, "{}", m.summary);
                 200_000.0 / m.wall
             });
-            eprintln!("bench:   wrk {wrk:.0} req/s, importer {rows_per_second:.0} rows/s");
-            (wrk, rows_per_second)
+            let aiohttp = with_simulator(&rt, SimConfig::default(), |sim| {
+                reference(&python, "aiohttp", sim, &small, AIOHTTP_ROWS)
+            });
+            let requests = with_simulator(&rt, SimConfig::default(), |sim| {
+                reference(&python, "requests", sim, &tiny, REQUESTS_ROWS)
+            });
+            eprintln!(
+                "bench:   wrk {wrk:.0} req/s, importer {importer:.0} rows/s, aiohttp {aiohttp:.0} rows/s, requests {requests:.0} rows/s"
+            );
+            Round {
+                wrk,
+                importer,
+                aiohttp,
+                requests,
+            }
         })
         .collect();
-    let wrk = median(pairs.iter().map(|p| p.0).collect());
-    let import_rate = median(pairs.iter().map(|p| p.1).collect());
-    let import_vs_wrk = median(pairs.iter().map(|p| p.1 / p.0).collect());
+    let of = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let wrk = of(|r| r.wrk);
+    let import_rate = of(|r| r.importer);
+    let import_vs_wrk = of(|r| r.importer / r.wrk);
+    let aiohttp = of(|r| r.aiohttp);
+    let import_vs_aiohttp = of(|r| r.importer / r.aiohttp);
+    let requests = of(|r| r.requests);
+    let import_vs_requests = of(|r| r.importer / r.requests);
 
     eprintln!("bench: full imports of 20,000 and 1,000,000 rows for peak RSS, {RUNS} times each");
     let rss_small = median(
@@ -159,6 +208,30 @@ fn main() -> ExitCode {
             format!("{import_vs_wrk:.2}"),
             format!("≥ {MIN_IMPORT_VS_WRK}"),
             import_vs_wrk >= MIN_IMPORT_VS_WRK,
+        ),
+        row(
+            "asyncio + aiohttp reference, 20,000 rows",
+            format!("{aiohttp:.0} rows/s"),
+            String::new(),
+            true,
+        ),
+        row(
+            "importer / aiohttp (median of paired ratios)",
+            format!("{import_vs_aiohttp:.1}"),
+            format!("≥ {MIN_IMPORT_VS_AIOHTTP}"),
+            import_vs_aiohttp >= MIN_IMPORT_VS_AIOHTTP,
+        ),
+        row(
+            "sequential requests reference, 2,000 rows",
+            format!("{requests:.0} rows/s"),
+            String::new(),
+            true,
+        ),
+        row(
+            "importer / requests (median of paired ratios)",
+            format!("{import_vs_requests:.0}"),
+            format!("≥ {MIN_IMPORT_VS_REQUESTS}"),
+            import_vs_requests >= MIN_IMPORT_VS_REQUESTS,
         ),
         row(
             "no-op rerun, 1,000,000 rows",
@@ -260,6 +333,75 @@ fn ensure_tools() -> Result<(), String> {
             missing.join(" ")
         ))
     }
+}
+
+/// A Python with aiohttp and requests for the reference importers: a virtualenv under `target/`,
+/// made once (PyPI is one of the registries this machine reaches).
+fn ensure_python(target: &Path) -> Result<PathBuf, String> {
+    let venv = target.join("bench-python");
+    let python = venv.join("bin").join("python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import aiohttp, requests"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready(&python) {
+        return Ok(python);
+    }
+    eprintln!(
+        "bench: installing aiohttp and requests into {}",
+        venv.display()
+    );
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(["aiohttp==3.14.5", "requests==2.34.2"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if made && ready(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "cannot set up {} with aiohttp and requests: it needs python3 with venv and pip",
+            venv.display()
+        ))
+    }
+}
+
+/// Runs a reference importer of `benches/baseline.py` over `rows` rows and returns its rows/s,
+/// timed by the script from its first request to its last commit.
+fn reference(python: &Path, how: &str, sim: &Simulator, csv: &Path, rows: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join("baseline.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([how, &sim.base_url(), SERVICE])
+        .arg(csv)
+        .arg(dir.path().join("l.db"))
+        .env("VERIGATOR_USERNAME", "demo")
+        .env("VERIGATOR_PASSWORD", "demo")
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let recorded: usize = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    let seconds: f64 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
+    assert!(
+        out.status.success() && recorded == rows && sim.stats().created == rows as u64,
+        "{how} recorded {recorded} of {rows} rows: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rows as f64 / seconds
 }
 
 /// `rows` users in a CSV under target/bench-data, made once. Ids come in their sort order, like an
