@@ -91,11 +91,12 @@ impl Env {
         let cmd = self.cmd();
         let program = cmd.get_program().to_owned();
         let mut limited = Command::new("sh");
-        // POSIX sh counts `ulimit -f` in 512-byte blocks (bash does too, as sh).
+        // POSIX sh counts `ulimit -f` in 512-byte blocks (bash does too, as sh). If the limit
+        // cannot be set (a lower hard limit), exit 97 rather than run unlimited.
         limited
             .arg("-c")
             .arg(format!(
-                r#"trap '' XFSZ; ulimit -f {}; exec "$0" "$@""#,
+                r#"trap '' XFSZ; ulimit -f {} || exit 97; exec "$0" "$@""#,
                 bytes / 512
             ))
             .arg(program)
