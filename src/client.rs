@@ -12,8 +12,8 @@ use thiserror::Error;
 use url::Url;
 
 use crate::config::ClientOptions;
-use crate::input::User;
 use crate::throttle::{Stop, Throttle, backoff};
+use crate::user::User;
 
 /// The header that carries `<username>:<password>` on every request.
 pub const AUTH_HEADER: &str = "x-service-auth";

@@ -19,15 +19,16 @@ use tokio::sync::oneshot;
 
 use crate::client::{Client, ClientError, ListError, Retried};
 use crate::config::{ImportConfig, Verbosity};
-use crate::input::{self, InputError, Record, Row, mask_phone};
+use crate::input::{self, InputError, Record, Row};
+use crate::ledger::lookup::{self, Chunk, Looked, Lookups};
+use crate::ledger::writer::{self, Event, Replacement, Writer};
 use crate::ledger::{Entry, Ledger, LedgerError, RunCounts};
-use crate::lookup::{self, Chunk, Looked, Lookups};
+use crate::phone::mask_phone;
 use crate::plan::{Decision, Job, Planner};
 use crate::progress::Progress;
 use crate::report::{Outcome, RowReport, Summary};
 use crate::send::{self, Answer, Flying, Sending};
 use crate::throttle::Stop;
-use crate::writer::{self, Event, Replacement, Writer};
 
 /// How often the loop wakes to refresh progress when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);

@@ -5,9 +5,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Mode;
-use crate::input::{User, mask_phone};
 use crate::ledger::{Entry, Status};
+use crate::phone::mask_phone;
 use crate::report::Outcome;
+use crate::user::User;
 
 /// A row to send.
 #[derive(Clone, Debug)]

@@ -265,8 +265,8 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
 mod tests {
     use super::*;
     use crate::client::Fatal;
-    use crate::input::User;
     use crate::plan::Replace;
+    use crate::user::User;
 
     fn job(known: bool, replace: bool) -> Job {
         Job {

@@ -26,7 +26,7 @@ pub struct Looked {
     /// What the ledger held for each record's id, by position; `None` for invalid rows.
     pub found: Vec<Option<Entry>>,
     /// This lookup, and every later one, saw at least the writer's first `visible` commits
-    /// ([`crate::writer::Writer::commits`]).
+    /// ([`super::writer::Writer::commits`]).
     pub visible: u64,
 }
 

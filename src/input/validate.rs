@@ -1,0 +1,73 @@
+//! One row's checks: field count, size, encoding, an id, and a phone number that normalises to
+//! E.164. A bad row becomes a [`Rejected`] row with its reason; nothing here fails the file.
+
+use super::{Reader, Rejected, Row};
+use crate::phone::normalize_phone;
+use crate::user::User;
+
+/// Longest field accepted: far above any real id or phone, low enough to keep hostile rows cheap.
+pub(super) const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// How much of a rejected field is kept for the report.
+pub(super) const MAX_SHOWN_CHARS: usize = 256;
+
+impl Reader {
+    /// Validates the record just read.
+    pub(super) fn validate(&self) -> Row {
+        let id = self.record.get(self.id_index).unwrap_or_default();
+        let phone = self.record.get(self.phone_index).unwrap_or_default();
+        let reject = |reason: String| {
+            Row::Invalid(Rejected {
+                id_in_service: shown(id),
+                phone_number: shown(phone),
+                reason,
+            })
+        };
+        if self.record.len() != self.width {
+            return reject(format!(
+                "has {} fields, the header has {}",
+                self.record.len(),
+                self.width
+            ));
+        }
+        let id = match text_field(id, "id_in_service") {
+            Ok(id) => id,
+            Err(reason) => return reject(reason),
+        };
+        let phone = match text_field(phone, "phone_number") {
+            Ok(p) => p,
+            Err(reason) => return reject(reason),
+        };
+        if id.is_empty() {
+            return reject("id_in_service is empty".into());
+        }
+        match normalize_phone(phone, self.region) {
+            Ok(phone_number) => Row::User(User {
+                id_in_service: id.to_string(),
+                phone_number,
+            }),
+            Err(reason) => reject(reason),
+        }
+    }
+}
+
+fn text_field<'a>(bytes: &'a [u8], field: &str) -> Result<&'a str, String> {
+    if bytes.len() > MAX_FIELD_BYTES {
+        return Err(format!("{field} is longer than 64 KiB"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{field} is not valid UTF-8"))?;
+    if text.contains('\0') {
+        return Err(format!("{field} contains a NUL byte"));
+    }
+    Ok(text.trim())
+}
+
+/// A rejected field as kept for the report: lossy, without NULs, shortened.
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|&c| c != '\0')
+        .take(MAX_SHOWN_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}

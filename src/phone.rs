@@ -1,0 +1,129 @@
+//! Phone numbers: normalisation to E.164 as the API wants them, and masking for log lines. Shared
+//! by the input (which validates), the plan (which compares) and the demo (which seeds).
+
+/// Normalises a phone number to E.164: drops spaces, dashes, dots and parentheses, turns a
+/// leading `00` into `+`, and completes national numbers with `region` when given. The error is
+/// a reason for the report that never repeats the number itself (reasons reach logs).
+pub fn normalize_phone(
+    raw: &str,
+    region: Option<phonenumber::country::Id>,
+) -> Result<String, String> {
+    // Most exports hold E.164 already: then the number is its own normal form.
+    if let Some(digits) = raw.strip_prefix('+')
+        && (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Ok(raw.to_string());
+    }
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')') && !c.is_whitespace())
+        .collect();
+    if cleaned.is_empty() {
+        return Err("phone_number is empty".into());
+    }
+    let (international, digits) = if let Some(rest) = cleaned.strip_prefix('+') {
+        (true, rest)
+    } else if let Some(rest) = cleaned.strip_prefix("00") {
+        (true, rest)
+    } else {
+        (false, cleaned.as_str())
+    };
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_digit()) {
+        return Err(format!(
+            "phone contains {bad:?}; only digits, spaces, dashes, dots, parentheses and a leading + or 00 are allowed"
+        ));
+    }
+    let e164 = if international {
+        format!("+{digits}")
+    } else {
+        let Some(region) = region else {
+            return Err("phone has no country prefix (use +CC… or --default-region)".into());
+        };
+        let number = phonenumber::parse(Some(region), digits)
+            .map_err(|_| format!("phone is not a national number of {region:?}"))?;
+        number.format().mode(phonenumber::Mode::E164).to_string()
+    };
+    let count = e164.len() - 1;
+    if !(8..=15).contains(&count) {
+        return Err(format!(
+            "phone has {count} digits after the +; E.164 allows 8 to 15"
+        ));
+    }
+    Ok(e164)
+}
+
+/// Masks a phone number for log lines: `+3725****67`.
+pub fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..5].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_phones() {
+        let cases = [
+            ("+372 5555 5555", Ok("+37255555555")),
+            ("00372-5555.5555", Ok("+37255555555")),
+            ("+44 (0) 1234 567890", Ok("+4401234567890")),
+            (
+                "+1234567",
+                Err("phone has 7 digits after the +; E.164 allows 8 to 15"),
+            ),
+            (
+                "+1234567890123456",
+                Err("phone has 16 digits after the +; E.164 allows 8 to 15"),
+            ),
+            (
+                "5551234",
+                Err("phone has no country prefix (use +CC… or --default-region)"),
+            ),
+            ("", Err("phone_number is empty")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                normalize_phone(raw, None).as_deref(),
+                want.map_err(str::to_string).as_deref(),
+                "{raw}"
+            );
+        }
+        assert!(normalize_phone("+372abc55555", None).is_err());
+    }
+
+    #[test]
+    fn default_region_completes_national_numbers() {
+        let ee = "EE".parse().expect("EE is a region");
+        assert_eq!(
+            normalize_phone("5551 2345", Some(ee)).as_deref(),
+            Ok("+37255512345")
+        );
+        let gb = "GB".parse().expect("GB is a region");
+        assert_eq!(
+            normalize_phone("07400 123456", Some(gb)).as_deref(),
+            Ok("+447400123456")
+        );
+    }
+
+    #[test]
+    fn masks_phones() {
+        assert_eq!(mask_phone("+37255555567"), "+3725****67");
+        assert_eq!(mask_phone("+123"), "****");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalisation_never_panics(s in "\\PC*") {
+            let _ = normalize_phone(&s, None);
+            let _ = normalize_phone(&s, "EE".parse().ok());
+        }
+
+    }
+}
