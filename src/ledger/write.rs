@@ -104,46 +104,9 @@ impl Ledger {
                 .iter()
                 .find(|(n, _)| *n <= rest.len())
                 .unwrap_or(&INSERTS[INSERTS.len() - 1]);
-            let n = *n;
-            let (now, later) = rest.split_at(n);
+            let (now, later) = rest.split_at(*n);
             rest = later;
-            let path = &self.path;
-            let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sqlite(path, e))?;
-            let bind =
-                |stmt: &mut rusqlite::CachedStatement<'_>, at, value: &dyn rusqlite::ToSql| {
-                    stmt.raw_bind_parameter(at, value)
-                        .map_err(|e| sqlite(path, e))
-                };
-            bind(&mut stmt, 1, &service_id)?;
-            bind(&mut stmt, 2, &self.batch_time)?;
-            let mut at = 3;
-            for w in now {
-                let values: [&dyn rusqlite::ToSql; 7] = [
-                    &w.id_in_service,
-                    &w.phone_number,
-                    &w.status.as_str(),
-                    &w.user_id,
-                    &w.ctime,
-                    &w.attempts,
-                    &w.last_error,
-                ];
-                for value in values {
-                    bind(&mut stmt, at, value)?;
-                    at += 1;
-                }
-            }
-            stmt.raw_execute().map_err(|e| sqlite(path, e))?;
-            // New rows get max(rowid) + 1 each, in the order of VALUES (cheaper than RETURNING,
-            // which fills a temporary table). SQLite picks at random only after i64::MAX.
-            let last = self.conn.last_insert_rowid();
-            let first = last.saturating_sub(n as i64 - 1);
-            if first <= 0 || last == i64::MAX {
-                return Err(LedgerError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other("the users table has run out of rowids"),
-                });
-            }
-            rowids.extend(first..=last);
+            rowids.extend(self.insert_rows(sql, service_id, now)?);
         }
         self.batch_rows += count;
         Ok(changes
@@ -151,6 +114,51 @@ impl Ledger {
             .map(|c| c.id_in_service)
             .zip(rowids)
             .collect())
+    }
+
+    /// Runs one multi-row insert of exactly `rows.len()` rows; returns their rowids.
+    fn insert_rows(
+        &mut self,
+        sql: &str,
+        service_id: &str,
+        rows: &[Change],
+    ) -> Result<std::ops::RangeInclusive<i64>, LedgerError> {
+        let path = &self.path;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sqlite(path, e))?;
+        let bind = |stmt: &mut rusqlite::CachedStatement<'_>, at, value: &dyn rusqlite::ToSql| {
+            stmt.raw_bind_parameter(at, value)
+                .map_err(|e| sqlite(path, e))
+        };
+        bind(&mut stmt, 1, &service_id)?;
+        bind(&mut stmt, 2, &self.batch_time)?;
+        let mut at = 3;
+        for w in rows {
+            let values: [&dyn rusqlite::ToSql; 7] = [
+                &w.id_in_service,
+                &w.phone_number,
+                &w.status.as_str(),
+                &w.user_id,
+                &w.ctime,
+                &w.attempts,
+                &w.last_error,
+            ];
+            for value in values {
+                bind(&mut stmt, at, value)?;
+                at += 1;
+            }
+        }
+        stmt.raw_execute().map_err(|e| sqlite(path, e))?;
+        // New rows get max(rowid) + 1 each, in the order of VALUES (cheaper than RETURNING,
+        // which fills a temporary table). SQLite picks at random only after i64::MAX.
+        let last = self.conn.last_insert_rowid();
+        let first = last.saturating_sub(rows.len() as i64 - 1);
+        if first <= 0 || last == i64::MAX {
+            return Err(LedgerError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("the users table has run out of rowids"),
+            });
+        }
+        Ok(first..=last)
     }
 
     /// Opens a savepoint inside the current batch, so that a failing handful of writes can be

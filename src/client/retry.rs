@@ -1,0 +1,157 @@
+//! The retry loop: every attempt waits for the shared limiter, transient failures back off with
+//! jitter (at least `Retry-After`), a 429 pauses every request, and the stop flag ends the wait.
+
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::answers::{Step, parse_retry_after};
+use super::{Client, describe};
+use crate::throttle::backoff;
+
+/// How a request with retries ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retried<T> {
+    /// A final answer.
+    Done(T),
+    /// Transient failures outlasted the attempts, or the answer was unexpected but not a 4xx.
+    GaveUp(String),
+    /// The stop flag was raised before an answer; `None` if nothing was ever sent.
+    Stopped(Option<String>),
+}
+
+/// A result together with how many requests it took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempted<T> {
+    /// The result.
+    pub result: Retried<T>,
+    /// Requests sent.
+    pub attempts: u32,
+}
+
+/// What one exchange produced, before classification.
+#[derive(Debug)]
+pub enum Exchange {
+    /// An HTTP answer.
+    Answer {
+        /// Its status.
+        status: StatusCode,
+        /// `Retry-After`, parsed.
+        retry_after: Option<Duration>,
+        /// Its body.
+        body: bytes::Bytes,
+    },
+    /// No answer: timeout, refused, reset, closed early.
+    Transport(String),
+}
+
+impl Client {
+    /// Sends one request until `classify` calls an answer final, the attempts run out, or the run
+    /// stops.
+    pub(super) async fn with_retries<T>(
+        &self,
+        method: Method,
+        url: Result<Url, String>,
+        body: Option<bytes::Bytes>,
+        classify: impl Fn(StatusCode, Option<Duration>, &[u8]) -> Step<T>,
+    ) -> Attempted<T> {
+        let url = match url {
+            Ok(url) => url,
+            Err(e) => {
+                return Attempted {
+                    result: Retried::GaveUp(e),
+                    attempts: 0,
+                };
+            }
+        };
+        let mut attempts = 0;
+        let mut last_reason = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                () = self.throttle.acquire() => {}
+            }
+            attempts += 1;
+            let step = match self
+                .exchange(method.clone(), url.clone(), body.clone())
+                .await
+            {
+                Exchange::Transport(reason) => Step::Again {
+                    reason,
+                    floor: None,
+                    pause_all: false,
+                },
+                Exchange::Answer {
+                    status,
+                    retry_after,
+                    body,
+                } => classify(status, retry_after, &body),
+            };
+            let wait = match self.after(step, attempts) {
+                Ok(wait) => wait,
+                Err(result) => return Attempted { result, attempts },
+            };
+            last_reason = Some(wait.0);
+            tokio::select! {
+                biased;
+                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                () = tokio::time::sleep(wait.1) => {}
+            }
+        }
+    }
+
+    /// What follows one attempt's step: the result that ends the loop, or the reason to retry and
+    /// how long to wait first (pausing every request for a 429).
+    fn after<T>(&self, step: Step<T>, attempts: u32) -> Result<(String, Duration), Retried<T>> {
+        let (reason, floor, pause_all) = match step {
+            Step::Done(t) => return Err(Retried::Done(t)),
+            Step::Later(reason) => return Err(Retried::GaveUp(reason)),
+            Step::Again {
+                reason,
+                floor,
+                pause_all,
+            } => (reason, floor, pause_all),
+        };
+        let wait = backoff(attempts, &mut rand::rng()).max(floor.unwrap_or_default());
+        if pause_all {
+            self.throttle.pause_all(wait);
+        }
+        if attempts >= self.max_attempts {
+            return Err(Retried::GaveUp(format!(
+                "{reason} (after {attempts} attempts)"
+            )));
+        }
+        Ok((reason, wait))
+    }
+
+    async fn exchange(&self, method: Method, url: Url, body: Option<bytes::Bytes>) -> Exchange {
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Exchange::Transport(describe(&e)),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        match response.bytes().await {
+            Ok(body) => Exchange::Answer {
+                status,
+                retry_after,
+                body,
+            },
+            Err(e) => Exchange::Transport(format!(
+                "{status} but the body was cut off: {}",
+                describe(&e)
+            )),
+        }
+    }
+}
