@@ -3,7 +3,7 @@
 //! decisions. On a nightly run
 //! where nearly every row is synced these lookups are most of the work, and here they overlap with
 //! reading the file and with deciding. Its view may trail this run's own writes; [`Looked::visible`]
-//! says how far, and [`crate::plan::Planner`] covers the gap.
+//! says how far, and the import's planner covers the gap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

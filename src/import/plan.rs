@@ -166,37 +166,7 @@ impl Planner {
         };
         match (entry.status, same_phone) {
             (Status::Synced | Status::Present, true) => keep(user, Outcome::Skipped, None, true),
-            (Status::Synced | Status::Present, false) => {
-                let changed = format!(
-                    "{} with {} but the file has {}",
-                    entry.status.as_str(),
-                    mask_phone(&entry.phone_number),
-                    mask_phone(&user.phone_number)
-                );
-                match (entry.user_id, self.mode.apply_changes) {
-                    (Some(old_user_id), true) => Decision::Send(Job {
-                        line,
-                        user,
-                        known: true,
-                        replace: Some(Replace {
-                            old_user_id,
-                            old_phone: entry.phone_number,
-                        }),
-                    }),
-                    (None, true) => {
-                        let reason = format!(
-                            "{changed}; its UserID is not known yet, so it cannot be replaced: rerun"
-                        );
-                        keep(user, Outcome::Changed, Some(reason), false)
-                    }
-                    (_, false) => {
-                        let reason = format!(
-                            "{changed}; not sent (the API cannot update a phone; --apply-changes replaces the user)"
-                        );
-                        keep(user, Outcome::Changed, Some(reason), false)
-                    }
-                }
-            }
+            (Status::Synced | Status::Present, false) => self.changed(entry, line, user),
             (Status::Failed, true) if !self.mode.retry_failed => {
                 let reason = format!(
                     "refused in an earlier run ({}); fix the row or pass --retry-failed",
@@ -210,6 +180,42 @@ impl Planner {
                 replace: None,
                 known: true,
             }),
+        }
+    }
+
+    /// A synced or present user whose phone differs from the ledger's: replaced with
+    /// `--apply-changes` when its UserID is known, else kept as `changed`.
+    fn changed(&self, entry: Entry, line: u64, user: User) -> Decision {
+        let changed = format!(
+            "{} with {} but the file has {}",
+            entry.status.as_str(),
+            mask_phone(&entry.phone_number),
+            mask_phone(&user.phone_number)
+        );
+        let reason = match (entry.user_id, self.mode.apply_changes) {
+            (Some(old_user_id), true) => {
+                return Decision::Send(Job {
+                    line,
+                    user,
+                    known: true,
+                    replace: Some(Replace {
+                        old_user_id,
+                        old_phone: entry.phone_number,
+                    }),
+                });
+            }
+            (None, true) => {
+                format!("{changed}; its UserID is not known yet, so it cannot be replaced: rerun")
+            }
+            (_, false) => format!(
+                "{changed}; not sent (the API cannot update a phone; --apply-changes replaces the user)"
+            ),
+        };
+        Decision::Keep {
+            user,
+            outcome: Outcome::Changed,
+            reason: Some(reason),
+            settled: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One sent row's trip: its requests (a replacement's delete, then the create) and what their
 //! answers mean for the row: its outcome, its reason, and what the ledger records. The loop in
-//! [`crate::import`] owns the rows in flight ([`Flying`]) and acts on the [`Settled`] result.
+//! [`super::event_loop`] owns the rows in flight ([`Flying`]) and acts on the [`Settled`] result.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::plan::{Job, Replace};
 use crate::client::{Attempted, Client, Created, Deleted, Retried};
 use crate::ledger::{Change, Status};
-use crate::plan::Job;
 use crate::report::Outcome;
 
 /// What a sent row got back: the delete of a replacement (if any), then the create.
@@ -176,38 +176,56 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         settled: false,
         fatal: None,
     };
-    if let Some(deleted) = answer.deleted {
-        let failure = match deleted {
-            Retried::Done(Deleted::Gone | Deleted::AlreadyGone) => None,
-            Retried::Done(Deleted::Fatal(fatal)) => {
-                done.fatal = Some(fatal.to_string());
-                Some((Outcome::Retry, fatal.to_string()))
-            }
-            Retried::Done(Deleted::Refused(reason)) => Some((
-                Outcome::Failed,
-                format!("deleting the old user was refused: {reason}"),
-            )),
-            Retried::GaveUp(reason) => Some((
-                Outcome::Retry,
-                format!("deleting the old user failed: {reason}"),
-            )),
-            Retried::Stopped(why) => Some((
-                Outcome::Retry,
-                why.unwrap_or_else(|| "the run stopped before the old user was deleted".into()),
-            )),
-        };
-        if let Some((outcome, reason)) = failure {
-            // The ledger row keeps the old phone and UserID, so the next run tries again.
-            done.outcome = outcome;
-            done.reason = Some(reason);
-            return done;
-        }
+    if let Some(deleted) = answer.deleted
+        && let Some((outcome, reason)) = delete_failure(deleted, &mut done)
+    {
+        // The ledger row keeps the old phone and UserID, so the next run tries again.
+        done.outcome = outcome;
+        done.reason = Some(reason);
+        return done;
     }
+    (done.outcome, done.settled, done.write) =
+        created(answer.created.result, &mut done, replace.as_ref(), verbose);
+    done
+}
+
+/// Why a replacement's delete did not clear the way for the create, if it did not.
+fn delete_failure(deleted: Retried<Deleted>, done: &mut Settled) -> Option<(Outcome, String)> {
+    match deleted {
+        Retried::Done(Deleted::Gone | Deleted::AlreadyGone) => None,
+        Retried::Done(Deleted::Fatal(fatal)) => {
+            done.fatal = Some(fatal.to_string());
+            Some((Outcome::Retry, fatal.to_string()))
+        }
+        Retried::Done(Deleted::Refused(reason)) => Some((
+            Outcome::Failed,
+            format!("deleting the old user was refused: {reason}"),
+        )),
+        Retried::GaveUp(reason) => Some((
+            Outcome::Retry,
+            format!("deleting the old user failed: {reason}"),
+        )),
+        Retried::Stopped(why) => Some((
+            Outcome::Retry,
+            why.unwrap_or_else(|| "the run stopped before the old user was deleted".into()),
+        )),
+    }
+}
+
+/// What the create's result means: the row's outcome, whether it is settled, and whether the
+/// ledger must record it; fills in the change, the reason and any fatal stop.
+fn created(
+    result: Retried<Created>,
+    done: &mut Settled,
+    replace: Option<&Replace>,
+    verbose: bool,
+) -> (Outcome, bool, bool) {
+    let attempts = done.change.attempts;
     let change = &mut done.change;
-    (done.outcome, done.settled, done.write) = match answer.created.result {
+    match result {
         Retried::Done(Created::New { user_id, ctime }) => {
             // Without a UserID in the answer the row is like a 409: the user list resolves it.
-            let outcome = match (&replace, &user_id) {
+            let outcome = match (replace, &user_id) {
                 (Some(old), Some(new)) => {
                     done.reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
                     Outcome::Replaced
@@ -257,15 +275,13 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
             // Sent at least once: the server may have the user, so the ledger must know the row.
             (Outcome::Retry, false, attempts > 0 || replace.is_some())
         }
-    };
-    done
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::Fatal;
-    use crate::plan::Replace;
     use crate::user::User;
 
     fn job(known: bool, replace: bool) -> Job {

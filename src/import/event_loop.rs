@@ -1,0 +1,233 @@
+//! The event loop of a run: feeds decisions into the bounded set of requests, settles answers,
+//! hands finished rows to the writer, and stops on signals, fatal answers, bad input or a failing
+//! ledger. Everything here runs on one thread, one event at a time.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::signal::unix::Signal;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::plan::Job;
+use super::send::Sending;
+use super::{HANDFUL, HANDFUL_AGE, ImportError, Run, TICK};
+use crate::client::Client;
+use crate::input::InputError;
+use crate::ledger::Ledger;
+use crate::ledger::lookup::{Chunk, Looked, Lookups};
+use crate::ledger::writer::{self, Event, Writer};
+use crate::report::Outcome;
+use crate::throttle::Stop;
+
+async fn next_event(events: &mut Option<UnboundedReceiver<Event>>) -> Option<Event> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The loop's own state, besides the run's.
+#[derive(Default)]
+struct Pumping {
+    queue: VecDeque<Job>,
+    in_flight: FuturesUnordered<Sending>,
+    input_done: bool,
+    input_error: Option<InputError>,
+    signalled: bool,
+    failure: Option<ImportError>,
+    /// After a signal: when to stop waiting for the requests in flight.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Run<'_> {
+    /// The main loop: feeds decisions into the bounded set of requests and settles answers until
+    /// the input ends or the run stops. Returns an input error that ended the file early.
+    pub(super) async fn pump(
+        &mut self,
+        client: Arc<Client>,
+        stop: &Stop,
+        mut chunks: Lookups,
+        bytes: &AtomicU64,
+        (mut sigint, mut sigterm): (Signal, Signal),
+    ) -> Result<Option<InputError>, ImportError> {
+        let concurrency = self.config.client.concurrency.get();
+        let mut p = Pumping::default();
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            self.launch(&mut p, &client, stop, concurrency);
+            if p.in_flight.is_empty() && (p.input_done || stop.is_triggered()) {
+                break;
+            }
+            let wants_input = !p.input_done && !stop.is_triggered() && p.queue.len() < concurrency;
+            tokio::select! {
+                biased;
+                _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
+                    if self.on_signal(&mut p, stop) {
+                        break;
+                    }
+                }
+                // Before answers: a writer that failed must stop the run at once.
+                Some(event) = next_event(&mut self.events) => match event {
+                    Event::Committed { commit, added } => self.planner.committed(commit, added),
+                    Event::Failed => {
+                        p.failure = Some(self.writer_failure());
+                        break;
+                    }
+                },
+                Some((slot, answer)) = p.in_flight.next(), if !p.in_flight.is_empty() => {
+                    self.settle(slot, answer, stop);
+                    // Every answer already in, before the other branches are polled again.
+                    while let Some(Some((slot, answer))) = p.in_flight.next().now_or_never() {
+                        self.settle(slot, answer, stop);
+                    }
+                }
+                chunk = chunks.recv(), if wants_input => self.take(&mut p, chunk, stop),
+                () = sleep_until(p.deadline) => break,
+                _ = ticker.tick() => {}
+            }
+            if self.outbox.len() >= HANDFUL
+                || (!self.outbox.is_empty() && self.outbox_since.elapsed() >= HANDFUL_AGE)
+            {
+                self.hand_over();
+            }
+            self.progress
+                .update(bytes.load(Ordering::Relaxed), &self.counts);
+        }
+        self.note_unanswered(std::mem::take(&mut p.queue));
+        match p.failure {
+            Some(e) => Err(e),
+            None => Ok(p.input_error),
+        }
+    }
+
+    /// Starts queued jobs while there is room in flight and the run goes on.
+    fn launch(&mut self, p: &mut Pumping, client: &Arc<Client>, stop: &Stop, concurrency: usize) {
+        while !stop.is_triggered() && p.in_flight.len() < concurrency {
+            let Some(job) = p.queue.pop_front() else {
+                break;
+            };
+            let history = self.replacement(&job);
+            p.in_flight
+                .push(self.flying.launch(job, client, &self.service, history));
+        }
+    }
+
+    /// A first signal stops new requests and waits for those in flight (up to a timeout); a
+    /// second one stops at once. Returns whether to stop now.
+    fn on_signal(&mut self, p: &mut Pumping, stop: &Stop) -> bool {
+        if p.signalled {
+            self.progress
+                .println("second signal: stopping now; requests in flight are left as retry");
+            return true;
+        }
+        p.signalled = true;
+        self.abort("interrupted by a signal".into());
+        stop.trigger();
+        p.deadline = Some(tokio::time::Instant::now() + self.config.client.timeout);
+        self.progress.println(
+            "stopping: no new requests; waiting for those in flight (signal again to stop at once)",
+        );
+        false
+    }
+
+    /// Takes what the lookup stage passed on: decisions for a chunk, or the end of the input.
+    fn take(&mut self, p: &mut Pumping, chunk: Option<Chunk>, stop: &Stop) {
+        match chunk {
+            None => p.input_done = true,
+            Some(Chunk::Looked(Looked {
+                records,
+                found,
+                visible,
+            })) => {
+                self.planner.visible(visible);
+                for (record, entry) in records.into_iter().zip(found) {
+                    if let Some(job) = self.decide(record, entry) {
+                        p.queue.push_back(job);
+                    }
+                }
+            }
+            Some(Chunk::Input(e)) => {
+                p.input_error = Some(e);
+                stop.trigger();
+            }
+            // Like bad input: no new requests, but those in flight are answered and recorded.
+            Some(Chunk::Ledger(e)) => {
+                p.failure = Some(ImportError::Lookup(e));
+                stop.trigger();
+            }
+        }
+    }
+
+    /// Rows queued or in flight got no answer: the next run sends them again.
+    fn note_unanswered(&mut self, queue: VecDeque<Job>) {
+        for job in queue {
+            let reason = "not sent: the run stopped first";
+            self.note(
+                job.line,
+                &job.user.id_in_service,
+                &job.user.phone_number,
+                Outcome::Retry,
+                Some(reason),
+                false,
+            );
+        }
+        for job in self.flying.drain() {
+            self.note(
+                job.line,
+                &job.user.id_in_service,
+                &job.user.phone_number,
+                Outcome::Retry,
+                Some("no answer before the run stopped"),
+                false,
+            );
+        }
+    }
+
+    /// Passes the finished rows to the writer thread.
+    pub(super) fn hand_over(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.write(std::mem::take(&mut self.outbox));
+        }
+    }
+
+    /// Queues a finished row for the ledger.
+    pub(super) fn keep(&mut self, row: writer::Row) {
+        if self.writer.is_some() {
+            if self.outbox.is_empty() {
+                self.outbox_since = Instant::now();
+            }
+            self.outbox.push(row);
+        }
+    }
+
+    /// The error that stopped the writer thread.
+    pub(super) fn writer_failure(&mut self) -> ImportError {
+        match self.writer.take().map(Writer::finish) {
+            Some(Err(e)) => ImportError::Recording(e),
+            _ => ImportError::Thread(std::io::Error::other("the ledger writer stopped")),
+        }
+    }
+
+    /// Hands over the last rows and stops the writer, which commits them; returns the ledger
+    /// (`None` on a dry run) for the run's last writes.
+    pub(super) fn close(&mut self) -> Result<Option<Ledger>, ImportError> {
+        self.hand_over();
+        self.events = None;
+        self.writer
+            .take()
+            .map(Writer::finish)
+            .transpose()
+            .map_err(ImportError::Recording)
+    }
+}

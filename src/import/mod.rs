@@ -1,0 +1,203 @@
+//! One import run: setup, the run's state and its result. The stages run on threads of their own
+//! and meet here: read ([`crate::input`], a thread) → look up ([`crate::ledger::lookup`], two
+//! threads) → decide ([`plan`]) → send concurrently ([`send`]) → record
+//! ([`crate::ledger::writer`], a thread).
+//!
+//! - [`event_loop`]: the loop. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by
+//!   `--concurrency`); decisions, progress, logs and the report happen one at a time, so nothing
+//!   needs a lock. Also owns stopping: signals and fatal answers.
+//! - [`rows`]: every row's outcome, counted, logged, reported and queued for the ledger.
+//! - [`plan`]: the ledger filter.
+//! - [`send`]: one row's requests and what their answers mean.
+//! - [`finish`]: the end of the run: resolving UserIDs, the summary, the run record.
+
+mod event_loop;
+mod finish;
+mod plan;
+mod rows;
+mod send;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::client::{Client, ClientError};
+use crate::config::ImportConfig;
+use crate::input::{self, InputError, Reader};
+use crate::ledger::lookup;
+use crate::ledger::writer::{self, Event, Writer};
+use crate::ledger::{Ledger, LedgerError, RunCounts};
+use crate::progress::Progress;
+use crate::report::{RowReport, Summary};
+use crate::throttle::Stop;
+use plan::Planner;
+use send::Flying;
+
+/// How often the loop wakes to refresh progress when nothing else happens.
+const TICK: Duration = Duration::from_millis(100);
+/// Finished rows go to the writer thread in handfuls of this many…
+const HANDFUL: usize = 64;
+/// …or when the oldest has waited this long.
+const HANDFUL_AGE: Duration = Duration::from_millis(50);
+
+/// Why an import could not run (nothing was sent), or stopped on bad input.
+#[derive(Debug, Error)]
+pub enum ImportError {
+    /// The input file.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The HTTP client.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Writing outcomes to the ledger failed part-way (disk full, I/O error): requests were sent,
+    /// and the rows answered since the last commit are not recorded.
+    #[error(
+        "{0}; the run stopped: rows answered since the last commit are not in the ledger, and the next run finds them again (409 and the user list)"
+    )]
+    Recording(#[source] LedgerError),
+    /// Looking rows up in the ledger failed part-way: requests were sent, and every answer so far
+    /// is recorded.
+    #[error(
+        "{0}; the run stopped part-way: every answer so far is recorded, and the next run goes on from there"
+    )]
+    Lookup(#[source] LedgerError),
+    /// A worker thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The `--report` file.
+    #[error("--report {path}: {source}")]
+    Report {
+        /// The report's path.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs one import (or, with `--dry-run`, plans it) and returns its summary. `Err` only when the
+/// run could not start or the input broke part-way (recorded outcomes are committed first).
+pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
+    let reader = input::open(&config.source, &config.input)?;
+    let report = config
+        .report
+        .as_deref()
+        .map(RowReport::create)
+        .transpose()
+        .map_err(|e| report_error(config, e))?;
+    let stop = Stop::default();
+    let client = Arc::new(Client::new(&config.client, stop.clone())?);
+    let signals = (
+        signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
+        signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
+    );
+    let (mut run, looking) = Run::start(config, &reader, report)?;
+    let commits = run.writer.as_ref().map(Writer::commits).unwrap_or_default();
+    let started = Instant::now();
+    let (chunks, bytes) = input::spawn(reader, lookup::LANES);
+    let looked = lookup::spawn(looking, &config.service_id, &commits, chunks)
+        .map_err(ImportError::Thread)?;
+    let pumped = run
+        .pump(Arc::clone(&client), &stop, looked, &bytes, signals)
+        .await;
+    // Whatever stopped the loop, rows already answered reach the ledger.
+    let closed = run.close();
+    let (input_error, closed) = match (pumped, closed) {
+        (Ok(input_error), Ok(closed)) => (input_error, closed),
+        // A last commit that failed outweighs the rest: its rows are the ones not recorded.
+        (_, Err(e)) => return Err(run.fail(None, e)),
+        (Err(e), Ok(closed)) => return Err(run.fail(closed, e)),
+    };
+    run.conclude(closed, input_error, &client, &stop, started)
+        .await
+}
+
+/// The `--report` file could not be written.
+fn report_error(config: &ImportConfig, source: std::io::Error) -> ImportError {
+    ImportError::Report {
+        path: config
+            .report
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    }
+}
+
+/// The sequential state of one run.
+struct Run<'a> {
+    config: &'a ImportConfig,
+    planner: Planner,
+    /// `None` on a dry run.
+    writer: Option<Writer>,
+    events: Option<UnboundedReceiver<Event>>,
+    /// Finished rows not yet handed to the writer, and since when the oldest waits.
+    outbox: Vec<writer::Row>,
+    outbox_since: Instant,
+    run_id: Option<i64>,
+    input: String,
+    progress: Progress,
+    report: Option<RowReport>,
+    report_failure: Option<std::io::Error>,
+    counts: RunCounts,
+    unsettled: u64,
+    aborted: Option<String>,
+    flying: Flying,
+    /// The ServiceID, shared by the requests.
+    service: Rc<str>,
+}
+
+impl<'a> Run<'a> {
+    /// Opens the ledger (a dry run only reads it), registers the run and starts the writer; returns
+    /// the run's state and the lookup stage's connections. The lookups' connections are opened
+    /// before the run is registered, so that failing there leaves no unfinished run behind.
+    fn start(
+        config: &'a ImportConfig,
+        reader: &Reader,
+        report: Option<RowReport>,
+    ) -> Result<(Run<'a>, Vec<Option<Ledger>>), ImportError> {
+        let ledger = (!config.mode.dry_run)
+            .then(|| Ledger::open_for_import(&config.ledger))
+            .transpose()?;
+        let looking = (0..lookup::LANES)
+            .map(|_| Ledger::open_for_plan(&config.ledger))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (writer, events, run_id) = match ledger {
+            None => (None, None, None),
+            Some(mut ledger) => {
+                let run_id = ledger.begin_run(&config.service_id, reader.name())?;
+                let (writer, events) = Writer::spawn(ledger, config.service_id.clone())?;
+                (Some(writer), Some(events), Some(run_id))
+            }
+        };
+        let run = Run {
+            config,
+            planner: Planner::new(config.mode),
+            writer,
+            events,
+            outbox: Vec::new(),
+            outbox_since: Instant::now(),
+            run_id,
+            input: reader.name().to_string(),
+            progress: Progress::new(config.progress, reader.size(), config.progress_interval),
+            report,
+            report_failure: None,
+            counts: RunCounts::default(),
+            unsettled: 0,
+            aborted: None,
+            flying: Flying::default(),
+            service: Rc::from(config.service_id.as_str()),
+        };
+        Ok((run, looking))
+    }
+}

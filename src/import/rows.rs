@@ -1,0 +1,175 @@
+//! Every row's outcome: decided for rows that are not sent, settled for rows that are; counted,
+//! logged (phones masked), written to the report, and queued for the ledger. The one place every
+//! row passes through.
+
+use tokio::sync::oneshot;
+
+use super::Run;
+use super::plan::{Decision, Job};
+use super::send::{self, Answer};
+use crate::config::Verbosity;
+use crate::input::{Record, Row};
+use crate::ledger::Entry;
+use crate::ledger::writer::{self, Replacement};
+use crate::phone::mask_phone;
+use crate::report::Outcome;
+use crate::throttle::Stop;
+
+impl Run<'_> {
+    /// Counts, logs and reports one row's outcome: the one place every row passes through.
+    pub(super) fn note(
+        &mut self,
+        line: u64,
+        id: &str,
+        phone: &str,
+        outcome: Outcome,
+        reason: Option<&str>,
+        settled: bool,
+    ) {
+        outcome.count(&mut self.counts);
+        if !settled {
+            self.unsettled += 1;
+        }
+        // Rows that went as planned are logged only with -v; replacements always show.
+        let routine = (settled && outcome != Outcome::Replaced) || outcome == Outcome::Pending;
+        let show = match self.config.verbosity {
+            Verbosity::Quiet => false,
+            Verbosity::Normal => !routine,
+            Verbosity::Verbose => true,
+        };
+        if show {
+            let message = match reason {
+                Some(reason) => format!(
+                    "{}:{line}: {}: {id:?} ({}): {reason}",
+                    self.input,
+                    outcome.as_str(),
+                    mask_phone(phone)
+                ),
+                None => format!(
+                    "{}:{line}: {}: {id:?} ({})",
+                    self.input,
+                    outcome.as_str(),
+                    mask_phone(phone)
+                ),
+            };
+            if self.config.verbosity == Verbosity::Verbose {
+                self.progress.println(&message);
+            } else {
+                self.progress.warn(&message);
+            }
+        }
+        if settled
+            && matches!(
+                outcome,
+                Outcome::Synced | Outcome::Present | Outcome::Skipped
+            )
+        {
+            return;
+        }
+        if let Some(report) = &mut self.report
+            && let Err(e) = report.write(line, id, phone, outcome, reason.unwrap_or_default())
+        {
+            self.report_failure.get_or_insert(e);
+            self.report = None;
+        }
+    }
+
+    /// Decides what to do with one record; returns the job if it must be sent now.
+    pub(super) fn decide(&mut self, record: Record, entry: Option<Entry>) -> Option<Job> {
+        self.counts.rows += 1;
+        let line = record.line;
+        let user = match record.row {
+            Row::Invalid(r) => {
+                self.note(
+                    line,
+                    &r.id_in_service,
+                    &r.phone_number,
+                    Outcome::Invalid,
+                    Some(&r.reason),
+                    false,
+                );
+                return None;
+            }
+            Row::User(user) => user,
+        };
+        match self.planner.decide(entry, line, user) {
+            Decision::Keep {
+                user,
+                outcome,
+                reason,
+                settled,
+            } => {
+                self.note(
+                    line,
+                    &user.id_in_service,
+                    &user.phone_number,
+                    outcome,
+                    reason.as_deref(),
+                    settled,
+                );
+                None
+            }
+            Decision::Send(job)
+                if self
+                    .config
+                    .mode
+                    .limit
+                    .is_some_and(|n| self.counts.sent >= n) =>
+            {
+                let reason = "held back by --limit";
+                self.note(
+                    job.line,
+                    &job.user.id_in_service,
+                    &job.user.phone_number,
+                    Outcome::Pending,
+                    Some(reason),
+                    false,
+                );
+                None
+            }
+            Decision::Send(job) => {
+                // Counted when decided, so that --limit holds back exactly the rows beyond N.
+                self.counts.sent += 1;
+                (!self.config.mode.dry_run).then_some(job)
+            }
+        }
+    }
+
+    /// For a replacement, asks the writer to commit its history row; the delete waits for it.
+    pub(super) fn replacement(&self, job: &Job) -> Option<oneshot::Receiver<i64>> {
+        let (replace, writer) = (job.replace.as_ref()?, self.writer.as_ref()?);
+        Some(writer.begin_replacement(Replacement {
+            run_id: self.run_id,
+            id_in_service: job.user.id_in_service.clone(),
+            old_user_id: replace.old_user_id.clone(),
+            old_phone: replace.old_phone.clone(),
+            new_phone: job.user.phone_number.clone(),
+        }))
+    }
+
+    /// Counts, logs and queues for the ledger one row's answer.
+    pub(super) fn settle(&mut self, slot: usize, answer: Answer, stop: &Stop) {
+        let Some(job) = self.flying.remove(slot) else {
+            return;
+        };
+        let done = send::settle(job, answer, self.config.verbosity == Verbosity::Verbose);
+        if let Some(fatal) = done.fatal {
+            self.abort(fatal);
+            stop.trigger();
+        }
+        self.note(
+            done.line,
+            &done.change.id_in_service,
+            &done.change.phone_number,
+            done.outcome,
+            done.reason.as_deref(),
+            done.settled,
+        );
+        if done.write {
+            self.keep(writer::Row {
+                change: done.change,
+                replacement: done.replacement,
+            });
+        }
+    }
+}
