@@ -60,7 +60,7 @@ async fn demo() -> Result<u8, Error> {
         },
         json: false,
         progress: true,
-        progress_interval: crate::progress::LINE_EVERY,
+        progress_interval: crate::report::progress::LINE_EVERY,
         mode: crate::config::Mode::default(),
         report: None,
         verbosity: crate::config::Verbosity::Normal,

@@ -38,7 +38,6 @@ pub mod import;
 pub mod input;
 pub mod ledger;
 pub mod phone;
-pub mod progress;
 pub mod reconcile;
 pub mod report;
 pub mod simulator;

@@ -31,7 +31,7 @@ use crate::input::{self, InputError, Reader};
 use crate::ledger::lookup;
 use crate::ledger::writer::{self, Event, Writer};
 use crate::ledger::{Ledger, LedgerError, RunCounts};
-use crate::progress::Progress;
+use crate::report::progress::Progress;
 use crate::report::{RowReport, Summary};
 use crate::throttle::Stop;
 use plan::Planner;

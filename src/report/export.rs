@@ -1,0 +1,58 @@
+//! `export`: the ledger's users as CSV (the header is a contract for the user's own scripts) or as
+//! one JSON object per line.
+
+use std::io::{self, Write};
+
+use crate::cli::ExportFormat;
+use crate::ledger::{ExportError, Ledger, Status};
+
+/// The header `export` writes: API for the user's own import scripts.
+pub const EXPORT_HEADER: [&str; 8] = [
+    "service_id",
+    "id_in_service",
+    "phone_number",
+    "user_id",
+    "status",
+    "ctime",
+    "updated_at",
+    "last_error",
+];
+
+/// Writes the ledger's users as CSV (with [`EXPORT_HEADER`]) or as one JSON object per line.
+pub fn export(
+    ledger: &Ledger,
+    service_id: Option<&str>,
+    statuses: &[Status],
+    format: ExportFormat,
+    w: impl Write,
+) -> Result<(), ExportError> {
+    match format {
+        ExportFormat::Csv => {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(EXPORT_HEADER)
+                .map_err(|e| ExportError::Write(e.into()))?;
+            ledger.for_each_user(service_id, statuses, |row| {
+                out.write_record([
+                    row.service_id.as_str(),
+                    &row.id_in_service,
+                    &row.phone_number,
+                    row.user_id.as_deref().unwrap_or(""),
+                    row.status.as_str(),
+                    row.ctime.as_deref().unwrap_or(""),
+                    &row.updated_at,
+                    row.last_error.as_deref().unwrap_or(""),
+                ])
+                .map_err(io::Error::from)
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+        ExportFormat::Ndjson => {
+            let mut out = io::BufWriter::new(w);
+            ledger.for_each_user(service_id, statuses, |row| {
+                serde_json::to_writer(&mut out, row)?;
+                out.write_all(b"\n")
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+    }
+}

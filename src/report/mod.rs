@@ -1,0 +1,83 @@
+//! What the user reads: the per-row [`Outcome`] vocabulary shared by import, ledger and report, and
+//! the views built on it. It decides nothing about what to send.
+//!
+//! - [`summary`]: the end of a run (a short table on stderr, or one JSON object on stdout).
+//! - [`rows`]: the per-row report of `import --report`.
+//! - [`status`] and [`export`]: the ledger's views.
+//! - [`progress`]: the bar or the progress lines while a run goes.
+
+mod export;
+pub mod progress;
+mod rows;
+mod status;
+mod summary;
+
+use serde::Serialize;
+
+use crate::ledger::RunCounts;
+
+pub use export::{EXPORT_HEADER, export};
+pub use rows::{ROW_REPORT_HEADER, RowReport};
+pub use status::status;
+pub use summary::Summary;
+
+/// What happened to one row of the input: the vocabulary shared by import, ledger and report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Already final in the ledger with the same phone; not sent.
+    Skipped,
+    /// Created (any 2xx).
+    Synced,
+    /// Already existed (409).
+    Present,
+    /// Refused permanently (400/422, other 4xx).
+    Failed,
+    /// Rejected locally; never sent.
+    Invalid,
+    /// A transient failure outlasted the attempts, or the run stopped first; the next run retries.
+    Retry,
+    /// The id appeared earlier in this file.
+    Duplicate,
+    /// Synced or present before with another phone; not sent (the API has no update).
+    Changed,
+    /// Held back by `--limit`; the next run sends it.
+    Pending,
+    /// Deleted and created again with the new phone (`--apply-changes`).
+    Replaced,
+}
+
+impl Outcome {
+    /// Adds one row with this outcome to the counts.
+    pub fn count(self, counts: &mut RunCounts) {
+        let slot = match self {
+            Outcome::Skipped => &mut counts.skipped,
+            Outcome::Synced => &mut counts.synced,
+            Outcome::Present => &mut counts.present,
+            Outcome::Failed => &mut counts.failed,
+            Outcome::Invalid => &mut counts.invalid,
+            Outcome::Retry => &mut counts.retry,
+            Outcome::Duplicate => &mut counts.duplicate,
+            Outcome::Changed => &mut counts.changed,
+            Outcome::Pending => &mut counts.pending,
+            Outcome::Replaced => &mut counts.replaced,
+        };
+        *slot += 1;
+    }
+
+    /// The name used in reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Skipped => "skipped",
+            Outcome::Synced => "synced",
+            Outcome::Present => "present",
+            Outcome::Failed => "failed",
+            Outcome::Invalid => "invalid",
+            Outcome::Retry => "retry",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Changed => "changed",
+            Outcome::Pending => "pending",
+            Outcome::Replaced => "replaced",
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The per-row report of `import --report`: every row that did not end synced, present or
+//! skipped, as CSV that can be fixed and fed back in. Written beside the target and renamed at the
+//! end, so a report is never half a file.
+
+use std::io;
+
+use super::Outcome;
+
+/// The report being written (its columns are the importer's defaults).
+pub struct RowReport {
+    path: std::path::PathBuf,
+    writer: csv::Writer<tempfile::NamedTempFile>,
+}
+
+impl std::fmt::Debug for RowReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowReport")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header of the per-row report.
+pub const ROW_REPORT_HEADER: [&str; 5] =
+    ["line", "id_in_service", "phone_number", "outcome", "reason"];
+
+impl RowReport {
+    /// Starts a report that will be written to `path`.
+    pub fn create(path: &std::path::Path) -> io::Result<RowReport> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut writer = csv::Writer::from_writer(tempfile::NamedTempFile::new_in(dir)?);
+        writer.write_record(ROW_REPORT_HEADER)?;
+        Ok(RowReport {
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    /// Adds one row.
+    pub fn write(
+        &mut self,
+        line: u64,
+        id_in_service: &str,
+        phone_number: &str,
+        outcome: Outcome,
+        reason: &str,
+    ) -> io::Result<()> {
+        self.writer.write_record([
+            &line.to_string(),
+            id_in_service,
+            phone_number,
+            outcome.as_str(),
+            reason,
+        ])?;
+        Ok(())
+    }
+
+    /// Flushes and moves the report into place.
+    pub fn finish(self) -> io::Result<()> {
+        let file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        file.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}

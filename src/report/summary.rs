@@ -1,0 +1,275 @@
+//! The end of a run: its counts as a short table on stderr or one JSON object on stdout, and the
+//! exit code it ends with.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::exit;
+use crate::ledger::RunCounts;
+
+/// The end of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The run's id in the ledger (`None` for a dry run).
+    pub run_id: Option<i64>,
+    /// A plan only: nothing was sent or written.
+    pub dry_run: bool,
+    /// The input's name.
+    pub input: String,
+    /// The ServiceID.
+    pub service_id: String,
+    /// The counts.
+    pub counts: RunCounts,
+    /// Rows whose state is not synced or present with the phone of the file.
+    pub unsettled: u64,
+    /// Present rows whose UserID is still unknown after this run.
+    pub unresolved: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Why the run stopped early, if it did.
+    pub aborted: Option<String>,
+}
+
+impl Summary {
+    /// The exit code this run ends with; the only place that decides it for imports.
+    pub fn exit_code(&self) -> u8 {
+        if self.aborted.is_some() {
+            exit::ABORTED
+        } else if self.unsettled > 0 {
+            exit::INCOMPLETE
+        } else {
+            exit::OK
+        }
+    }
+
+    /// The one JSON object `--json` prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.counts;
+        serde_json::json!({
+            "run_id": self.run_id,
+            "rows": c.rows,
+            "skipped": c.skipped,
+            "sent": c.sent,
+            "synced": c.synced,
+            "present": c.present,
+            "failed": c.failed,
+            "invalid": c.invalid,
+            "retry": c.retry,
+            "duplicate": c.duplicate,
+            "changed": c.changed,
+            "resolved": c.resolved,
+            "pending": c.pending,
+            "replaced": c.replaced,
+            "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            "exit_code": self.exit_code(),
+        })
+    }
+
+    /// The short table for stderr.
+    /// The short table for stderr.
+    pub fn write_text(&self, w: &mut impl Write) -> io::Result<()> {
+        let title = match self.run_id {
+            Some(id) if !self.dry_run => format!("run {id}"),
+            _ => "plan (dry run: nothing sent, nothing written)".to_string(),
+        };
+        writeln!(
+            w,
+            "\n{title} · {} → service {} · {:.1} s",
+            self.input,
+            self.service_id,
+            self.elapsed.as_secs_f64()
+        )?;
+        let always = if self.dry_run {
+            ["rows", "sent", "skipped"]
+        } else {
+            ["rows", "sent", "synced"]
+        };
+        for (name, n, note) in self.lines() {
+            if n == 0 && !always.contains(&name) {
+                continue;
+            }
+            writeln!(w, "{}", format!("  {name:<10}{n:>10}  {note}").trim_end())?;
+        }
+        if self.unresolved > 0 {
+            writeln!(
+                w,
+                "  {} present rows still lack a UserID; the next run looks them up again",
+                self.unresolved
+            )?;
+        }
+        self.write_exit(w)
+    }
+
+    /// Each count with its name and what it means.
+    fn lines(&self) -> [(&'static str, u64, String); 13] {
+        let c = &self.counts;
+        let rate = if self.elapsed.as_secs_f64() > 0.0 {
+            c.sent as f64 / self.elapsed.as_secs_f64()
+        } else {
+            0.0
+        };
+        let sent_note = if self.dry_run {
+            "would be sent".to_string()
+        } else {
+            format!("{rate:.1}/s")
+        };
+        [
+            ("rows", c.rows, String::new()),
+            ("skipped", c.skipped, "already in the ledger".into()),
+            ("sent", c.sent, sent_note),
+            ("synced", c.synced, "created, UserID recorded".into()),
+            ("present", c.present, "existed already (409)".into()),
+            (
+                "resolved",
+                c.resolved,
+                "UserIDs found in the user list".into(),
+            ),
+            ("failed", c.failed, "refused by the API; not resent".into()),
+            ("invalid", c.invalid, "rejected locally; never sent".into()),
+            (
+                "retry",
+                c.retry,
+                "transient failure; the next run resends".into(),
+            ),
+            ("duplicate", c.duplicate, "id repeated in this file".into()),
+            (
+                "changed",
+                c.changed,
+                "phone differs from the ledger; not sent".into(),
+            ),
+            (
+                "replaced",
+                c.replaced,
+                "deleted and created again with the new phone".into(),
+            ),
+            (
+                "pending",
+                c.pending,
+                "held back by --limit; the next run sends them".into(),
+            ),
+        ]
+    }
+
+    /// The last line: the exit code and what it means.
+    fn write_exit(&self, w: &mut impl Write) -> io::Result<()> {
+        match (&self.aborted, self.exit_code()) {
+            (Some(why), code) => writeln!(w, "exit {code}: aborted: {why}"),
+            (None, exit::OK) if self.dry_run => writeln!(
+                w,
+                "exit 0: every row can be sent or is in the ledger already"
+            ),
+            (None, code) if self.dry_run => writeln!(
+                w,
+                "exit {code}: {} rows would not end synced or present (see --report)",
+                self.unsettled
+            ),
+            (None, exit::OK) => writeln!(w, "exit 0: every row is synced or present"),
+            (None, code) => writeln!(
+                w,
+                "exit {code}: {} rows are not synced or present (the warnings say why; --report writes them to a file)",
+                self.unsettled
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(counts: RunCounts, unsettled: u64, aborted: Option<String>) -> Summary {
+        Summary {
+            run_id: Some(1),
+            dry_run: false,
+            input: "in.csv".into(),
+            service_id: "s".into(),
+            counts,
+            unsettled,
+            unresolved: 0,
+            elapsed: Duration::from_millis(1500),
+            aborted,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_outcomes() {
+        assert_eq!(summary(RunCounts::default(), 0, None).exit_code(), 0);
+        assert_eq!(summary(RunCounts::default(), 2, None).exit_code(), 1);
+        assert_eq!(
+            summary(RunCounts::default(), 0, Some("signal".into())).exit_code(),
+            3
+        );
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_keys() {
+        let v = summary(
+            RunCounts {
+                rows: 3,
+                synced: 3,
+                sent: 3,
+                ..RunCounts::default()
+            },
+            0,
+            None,
+        )
+        .to_json();
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut want = vec![
+            "run_id",
+            "rows",
+            "skipped",
+            "sent",
+            "synced",
+            "present",
+            "failed",
+            "invalid",
+            "retry",
+            "duplicate",
+            "changed",
+            "resolved",
+            "pending",
+            "replaced",
+            "elapsed_s",
+            "exit_code",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(v["elapsed_s"], 1.5);
+    }
+
+    #[test]
+    fn text_summary_is_short_and_names_the_exit() {
+        let mut out = Vec::new();
+        summary(
+            RunCounts {
+                rows: 3,
+                sent: 3,
+                synced: 2,
+                failed: 1,
+                ..RunCounts::default()
+            },
+            1,
+            None,
+        )
+        .write_text(&mut out)
+        .expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("failed             1"), "{text}");
+        assert!(
+            !text.contains("duplicate"),
+            "zero lines are left out: {text}"
+        );
+        assert!(
+            text.trim_end()
+                .ends_with("(the warnings say why; --report writes them to a file)"),
+            "{text}"
+        );
+    }
+}
