@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 use crate::cli::{ExportArgs, ImportArgs, ReconcileArgs, SimulateArgs, StatusArgs};
+use crate::config::ReconcileConfig;
 use crate::config::{ConfigError, ImportConfig};
 use crate::import::{self, ImportError};
 use crate::ledger::{ExportError, Ledger, LedgerError, Status};
-use crate::reconcile::{self, ReconcileConfig, ReconcileError};
+use crate::reconcile::{self, ReconcileError};
 use crate::report;
 use crate::simulator::{self, SeedError, SimConfig};
 

@@ -41,30 +41,7 @@ async fn demo() -> Result<u8, Error> {
     let dir = tempfile::tempdir().map_err(Error::io("cannot create a temporary directory"))?;
     let csv = dir.path().join("users.csv");
     std::fs::write(&csv, SAMPLE).map_err(Error::io("cannot write the sample"))?;
-    let config = ImportConfig {
-        source: Source::File(csv),
-        input: InputOptions::default(),
-        service_id: SERVICE_ID.to_string(),
-        ledger: dir.path().join("verigator-sync.db"),
-        client: ClientOptions {
-            base_url: crate::config::base_url(&sim.base_url())?,
-            credentials: Credentials {
-                username: "demo".into(),
-                password: Secret::new("demo"),
-            },
-            concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
-            rate: Some(DEMO_RATE),
-            burst: NonZeroU32::MIN,
-            max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
-            timeout: Duration::from_secs(30),
-        },
-        json: false,
-        progress: true,
-        progress_interval: crate::report::progress::LINE_EVERY,
-        mode: crate::config::Mode::default(),
-        report: None,
-        verbosity: crate::config::Verbosity::Normal,
-    };
+    let config = demo_config(csv, dir.path().join("verigator-sync.db"), &sim)?;
     eprintln!(
         "demo: a simulated Verigator listens on {}; {ALREADY_THERE} of the sample's users exist there already.",
         sim.base_url()
@@ -104,6 +81,38 @@ async fn demo() -> Result<u8, Error> {
         second.exit_code()
     } else {
         crate::exit::INCOMPLETE
+    })
+}
+
+/// The import's options: the sample into a fresh ledger, against the simulator, at [`DEMO_RATE`].
+fn demo_config(
+    csv: std::path::PathBuf,
+    ledger: std::path::PathBuf,
+    sim: &Simulator,
+) -> Result<ImportConfig, Error> {
+    Ok(ImportConfig {
+        source: Source::File(csv),
+        input: InputOptions::default(),
+        service_id: SERVICE_ID.to_string(),
+        ledger,
+        client: ClientOptions {
+            base_url: crate::config::base_url(&sim.base_url())?,
+            credentials: Credentials {
+                username: "demo".into(),
+                password: Secret::new("demo"),
+            },
+            concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
+            rate: Some(DEMO_RATE),
+            burst: NonZeroU32::MIN,
+            max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
+            timeout: Duration::from_secs(30),
+        },
+        json: false,
+        progress: true,
+        progress_interval: crate::report::progress::LINE_EVERY,
+        mode: crate::config::Mode::default(),
+        report: None,
+        verbosity: crate::config::Verbosity::Normal,
     })
 }
 

@@ -5,29 +5,15 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::client::{Client, ClientError, ListError, Retried};
-use crate::config::ClientOptions;
+use crate::client::{Client, ClientError, ListError, Retried, UserList};
+use crate::config::ReconcileConfig;
 use crate::exit;
 use crate::ledger::{Ledger, LedgerError, Status};
 use crate::throttle::Stop;
-
-/// What `reconcile` needs.
-#[derive(Clone, Debug)]
-pub struct ReconcileConfig {
-    /// The ServiceID.
-    pub service_id: String,
-    /// The ledger.
-    pub ledger: PathBuf,
-    /// The HTTP side.
-    pub client: ClientOptions,
-    /// Change the ledger.
-    pub fix: bool,
-}
 
 /// Why reconcile could not compare.
 #[derive(Debug, Error)]
@@ -192,22 +178,7 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     } else {
         Ledger::open_read_only(&config.ledger)?
     };
-    let client = Client::new(&config.client, Stop::default())?;
-    let list = match client.list_users(&config.service_id).await.result {
-        Retried::Done(Ok(list)) => list,
-        Retried::Done(Err(ListError::Fatal(fatal))) => {
-            return Err(ReconcileError::List(fatal.to_string()));
-        }
-        Retried::Done(Err(e)) => return Err(ReconcileError::List(e.to_string())),
-        Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => {
-            return Err(ReconcileError::List(format!(
-                "listing users failed: {reason}"
-            )));
-        }
-        Retried::Stopped(None) => {
-            return Err(ReconcileError::List("listing users was interrupted".into()));
-        }
-    };
+    let list = user_list(config).await?;
     let mut remote: HashMap<String, String> = list
         .users
         .into_iter()
@@ -222,34 +193,11 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     };
     for (id, status, ledger_uid) in rows {
         let remote_uid = remote.remove(&id);
-        let kind = match (status, &ledger_uid, &remote_uid) {
-            (_, Some(l), Some(r)) if l == r => None,
-            (Status::Failed | Status::Retry, None, None) => {
-                findings.not_registered += 1;
-                continue;
-            }
-            (_, Some(_), None) | (Status::Synced | Status::Present, None, None) => {
-                Some(Kind::MissingAtVerigator)
-            }
-            (_, Some(_), Some(_)) => Some(Kind::UserIdDiffers),
-            (_, None, Some(_)) => Some(Kind::UserIdUnknown),
-        };
-        let Some(kind) = kind else {
-            findings.agree += 1;
+        let Some(kind) = findings.classify(status, ledger_uid.as_ref(), remote_uid.as_ref()) else {
             continue;
         };
         if config.fix {
-            match (kind, &remote_uid) {
-                (Kind::MissingAtVerigator, _) => {
-                    ledger.mark_gone(
-                        &config.service_id,
-                        &id,
-                        "not at Verigator (reconcile --fix): the next import registers it again",
-                    )?;
-                }
-                (_, Some(uid)) => ledger.set_user_id(&config.service_id, &id, uid)?,
-                (_, None) => {}
-            }
+            fix(&mut ledger, config, kind, &id, remote_uid.as_deref())?;
             findings.fixed += 1;
         }
         findings.disagreements.push(Disagreement {
@@ -271,14 +219,79 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
             verigator_user_id: Some(uid),
         });
     }
-    for d in &findings.disagreements {
-        match d.kind {
-            Kind::AtVerigatorOnly => findings.at_verigator_only += 1,
-            Kind::MissingAtVerigator => findings.missing_at_verigator += 1,
-            Kind::UserIdDiffers => findings.user_id_differs += 1,
-            Kind::UserIdUnknown => findings.user_id_unknown += 1,
-        }
-    }
+    findings.count_kinds();
     ledger.commit()?;
     Ok(findings)
+}
+
+/// The service's user list, or why it cannot be had.
+async fn user_list(config: &ReconcileConfig) -> Result<UserList, ReconcileError> {
+    let client = Client::new(&config.client, Stop::default())?;
+    match client.list_users(&config.service_id).await.result {
+        Retried::Done(Ok(list)) => Ok(list),
+        Retried::Done(Err(ListError::Fatal(fatal))) => Err(ReconcileError::List(fatal.to_string())),
+        Retried::Done(Err(e)) => Err(ReconcileError::List(e.to_string())),
+        Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => Err(ReconcileError::List(
+            format!("listing users failed: {reason}"),
+        )),
+        Retried::Stopped(None) => Err(ReconcileError::List("listing users was interrupted".into())),
+    }
+}
+
+/// Corrects one ledger row with what Verigator lists.
+fn fix(
+    ledger: &mut Ledger,
+    config: &ReconcileConfig,
+    kind: Kind,
+    id: &str,
+    remote_uid: Option<&str>,
+) -> Result<(), ReconcileError> {
+    match (kind, remote_uid) {
+        (Kind::MissingAtVerigator, _) => ledger.mark_gone(
+            &config.service_id,
+            id,
+            "not at Verigator (reconcile --fix): the next import registers it again",
+        )?,
+        (_, Some(uid)) => ledger.set_user_id(&config.service_id, id, uid)?,
+        (_, None) => {}
+    }
+    Ok(())
+}
+
+impl Findings {
+    /// How a ledger row and Verigator's user disagree; `None` when they agree (counted) or the row
+    /// was never registered and is not there either (counted too).
+    fn classify(
+        &mut self,
+        status: Status,
+        ledger_uid: Option<&String>,
+        remote_uid: Option<&String>,
+    ) -> Option<Kind> {
+        match (status, ledger_uid, remote_uid) {
+            (_, Some(l), Some(r)) if l == r => {
+                self.agree += 1;
+                None
+            }
+            (Status::Failed | Status::Retry, None, None) => {
+                self.not_registered += 1;
+                None
+            }
+            (_, Some(_), None) | (Status::Synced | Status::Present, None, None) => {
+                Some(Kind::MissingAtVerigator)
+            }
+            (_, Some(_), Some(_)) => Some(Kind::UserIdDiffers),
+            (_, None, Some(_)) => Some(Kind::UserIdUnknown),
+        }
+    }
+
+    fn count_kinds(&mut self) {
+        for d in &self.disagreements {
+            match d.kind {
+                Kind::AtVerigatorOnly => self.at_verigator_only += 1,
+                Kind::MissingAtVerigator => self.missing_at_verigator += 1,
+                Kind::UserIdDiffers => self.user_id_differs += 1,
+                Kind::UserIdUnknown => self.user_id_unknown += 1,
+            }
+        }
+    }
 }

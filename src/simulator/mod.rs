@@ -8,6 +8,7 @@
 //! - `server`: the accept loop and hyper connections (needed to drop a connection unanswered).
 //! - `seed`: seed users and their CSV loader.
 
+mod create;
 mod routes;
 mod seed;
 mod server;

@@ -1,9 +1,13 @@
-//! What the program means: validated, typed options built from [`crate::cli`] and the environment.
-//! This is the only place that reads environment variables; everything downstream receives a
-//! `Config` value. It does not open files or sockets.
+//! What the program means: validated, typed options built from [`crate::cli`] and the environment,
+//! one struct per command. This is the only place that reads environment variables; everything
+//! downstream receives a config value. It does not open files or sockets.
+//!
+//! - [`secret`]: the credentials and the `Secret` that never prints.
+//! - [`values`]: single values parsed and checked (service id, base URL, delimiter, region).
 
-use std::fmt;
-use std::net::IpAddr;
+mod secret;
+mod values;
+
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,69 +17,11 @@ use url::Url;
 
 use crate::cli::{ApiArgs, ImportArgs};
 
+pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
+pub use values::{base_url, delimiter, region, service_id};
+
 /// The request rate of commands that make only a few requests.
 const DEFAULT_RATE: f64 = 20.0;
-
-/// Environment variable holding the API username.
-pub const USERNAME_VAR: &str = "VERIGATOR_USERNAME";
-/// Environment variable holding the API password.
-pub const PASSWORD_VAR: &str = "VERIGATOR_PASSWORD";
-
-/// A value that must never be printed: `Debug` and `Display` show `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// The API credentials, sent as `X-Service-Auth: <username>:<password>`.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    /// The Messente API username.
-    pub username: String,
-    /// The Messente API password.
-    pub password: Secret,
-}
-
-impl Credentials {
-    /// Reads the credentials from the environment (never from flags: argv is visible to every user).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let read = |name: &'static str| match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok(v),
-            Ok(_) | Err(std::env::VarError::NotPresent) => Err(ConfigError::MissingEnv(name)),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicodeEnv(name)),
-        };
-        let username = read(USERNAME_VAR)?;
-        if username.contains(':') {
-            return Err(ConfigError::ColonInUsername);
-        }
-        Ok(Credentials {
-            username,
-            password: Secret::new(read(PASSWORD_VAR)?),
-        })
-    }
-}
 
 /// Where the CSV comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +126,19 @@ pub struct ImportConfig {
     pub verbosity: Verbosity,
 }
 
+/// Everything one `reconcile` needs.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// The ServiceID.
+    pub service_id: String,
+    /// The ledger.
+    pub ledger: PathBuf,
+    /// The HTTP side.
+    pub client: ClientOptions,
+    /// Change the ledger.
+    pub fix: bool,
+}
+
 /// A configuration the user has to fix; nothing has been sent.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -234,98 +193,18 @@ pub enum ConfigError {
     BadStatus(String),
 }
 
-/// Checks a service id: it is put into URL paths, so only UUID-like characters are allowed.
-pub fn service_id(value: Option<String>) -> Result<String, ConfigError> {
-    let id = value
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .ok_or(ConfigError::MissingServiceId)?;
-    if id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(id)
-    } else {
-        Err(ConfigError::BadServiceId(id))
-    }
+/// The pace of an import's requests, as the numeric flags give it.
+struct Pace {
+    concurrency: NonZeroUsize,
+    rate: Option<f64>,
+    burst: NonZeroU32,
+    max_attempts: NonZeroU32,
+    timeout: Duration,
 }
 
-/// Parses the base URL, refusing plain HTTP except to loopback hosts.
-pub fn base_url(raw: &str) -> Result<Url, ConfigError> {
-    let mut url = Url::parse(raw.trim()).map_err(|e| ConfigError::BadUrl {
-        url: redact_userinfo(raw),
-        reason: e.to_string(),
-    })?;
-    // Credentials belong in the environment; a URL's userinfo would leak into messages.
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::BadUrl {
-            url: redact_userinfo(raw),
-            reason: "credentials in the URL are not allowed: use VERIGATOR_USERNAME and VERIGATOR_PASSWORD".into(),
-        });
-    }
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&url) => {}
-        "http" => return Err(ConfigError::InsecureUrl(url.to_string())),
-        other => {
-            return Err(ConfigError::BadUrl {
-                url: url.to_string(),
-                reason: format!("scheme {other:?} is not http or https"),
-            });
-        }
-    }
-    if url.host().is_none() {
-        return Err(ConfigError::BadUrl {
-            url: url.to_string(),
-            reason: "no host".into(),
-        });
-    }
-    // Paths are appended to the base, so it must end with a slash.
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
-fn redact_userinfo(raw: &str) -> String {
-    match (raw.find("://"), raw.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &raw[..scheme + 3], &raw[at..])
-        }
-        _ => raw.to_string(),
-    }
-}
-
-/// Parses a `--delimiter` value: one ASCII character, or `\t`/`tab`.
-pub fn delimiter(raw: &str) -> Result<u8, ConfigError> {
-    match raw {
-        "\\t" | "tab" | "\t" => Ok(b'\t'),
-        s if s.len() == 1 && s.is_ascii() && s != "\"" => Ok(s.as_bytes()[0]),
-        s => Err(ConfigError::BadDelimiter(s.to_string())),
-    }
-}
-
-/// Parses a `--default-region` value (ISO 3166 alpha-2).
-pub fn region(raw: &str) -> Result<phonenumber::country::Id, ConfigError> {
-    raw.trim()
-        .to_ascii_uppercase()
-        .parse()
-        .map_err(|_| ConfigError::BadRegion(raw.to_string()))
-}
-
-impl ImportConfig {
-    /// Validates `import`'s arguments and reads the credentials from the environment.
-    pub fn from_args(args: ImportArgs) -> Result<Self, ConfigError> {
+impl Pace {
+    /// Checks the numeric flags of `import`.
+    fn from_args(args: &ImportArgs) -> Result<Pace, ConfigError> {
         let bad = |flag, value: String, reason| ConfigError::BadNumber {
             flag,
             value,
@@ -341,7 +220,6 @@ impl ImportConfig {
                 "use 0 (unlimited) or a positive number of requests per second",
             ));
         }
-        let rate = (args.rate > 0.0).then_some(args.rate);
         let burst = NonZeroU32::new(args.burst)
             .ok_or_else(|| bad("burst", args.burst.to_string(), "use 1 or more"))?;
         let max_attempts = NonZeroU32::new(args.max_attempts)
@@ -353,13 +231,32 @@ impl ImportConfig {
                     "use 1 to 100",
                 )
             })?;
-        if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > 3600.0 {
-            return Err(bad(
-                "timeout",
-                args.timeout.to_string(),
-                "use more than 0 and at most 3600 seconds",
-            ));
-        }
+        Ok(Pace {
+            concurrency,
+            rate: (args.rate > 0.0).then_some(args.rate),
+            burst,
+            max_attempts,
+            timeout: timeout(args.timeout)?,
+        })
+    }
+}
+
+/// Checks a `--timeout` in seconds.
+fn timeout(seconds: f64) -> Result<Duration, ConfigError> {
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 3600.0 {
+        return Err(ConfigError::BadNumber {
+            flag: "timeout",
+            value: seconds.to_string(),
+            reason: "use more than 0 and at most 3600 seconds",
+        });
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+impl ImportConfig {
+    /// Validates `import`'s arguments and reads the credentials from the environment.
+    pub fn from_args(args: ImportArgs) -> Result<Self, ConfigError> {
+        let pace = Pace::from_args(&args)?;
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin
         } else {
@@ -395,11 +292,11 @@ impl ImportConfig {
             client: ClientOptions {
                 base_url,
                 credentials,
-                concurrency,
-                rate,
-                burst,
-                max_attempts,
-                timeout: Duration::from_secs_f64(args.timeout),
+                concurrency: pace.concurrency,
+                rate: pace.rate,
+                burst: pace.burst,
+                max_attempts: pace.max_attempts,
+                timeout: pace.timeout,
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
@@ -416,22 +313,16 @@ impl ImportConfig {
     }
 }
 
-impl crate::reconcile::ReconcileConfig {
+impl ReconcileConfig {
     /// Validates `reconcile`'s arguments and reads the credentials from the environment.
     pub fn from_args(
         api: ApiArgs,
         ledger: PathBuf,
-        timeout: f64,
+        timeout_s: f64,
         fix: bool,
     ) -> Result<Self, ConfigError> {
-        if !timeout.is_finite() || timeout <= 0.0 || timeout > 3600.0 {
-            return Err(ConfigError::BadNumber {
-                flag: "timeout",
-                value: timeout.to_string(),
-                reason: "use more than 0 and at most 3600 seconds",
-            });
-        }
-        Ok(crate::reconcile::ReconcileConfig {
+        let timeout = timeout(timeout_s)?;
+        Ok(ReconcileConfig {
             service_id: service_id(api.service_id)?,
             ledger,
             client: ClientOptions {
@@ -441,77 +332,9 @@ impl crate::reconcile::ReconcileConfig {
                 rate: Some(DEFAULT_RATE),
                 burst: NonZeroU32::MIN,
                 max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
-                timeout: Duration::from_secs_f64(timeout),
+                timeout,
             },
             fix,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_never_prints() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?}"), "*** ***");
-        let c = Credentials {
-            username: "u".into(),
-            password: s,
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn plain_http_only_on_loopback() {
-        for ok in [
-            "https://api.verigator.com",
-            "http://127.0.0.1:8080",
-            "http://127.3.2.1",
-            "http://[::1]:9",
-            "http://localhost:1",
-        ] {
-            assert!(base_url(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://api.verigator.com",
-            "http://10.0.0.1",
-            "ftp://x",
-            "not a url",
-        ] {
-            assert!(base_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn userinfo_in_url_is_refused_and_redacted() {
-        let err = base_url("https://u:sup3rsecret@api.verigator.com").expect_err("must be refused");
-        assert!(!err.to_string().contains("sup3rsecret"), "{err}");
-    }
-
-    #[test]
-    fn base_url_gets_a_trailing_slash() {
-        let u = base_url("http://127.0.0.1:9/prefix").expect("valid");
-        assert_eq!(u.as_str(), "http://127.0.0.1:9/prefix/");
-    }
-
-    #[test]
-    fn service_id_is_checked() {
-        assert!(service_id(Some("81213bfd-b690-499e".into())).is_ok());
-        assert!(matches!(
-            service_id(None),
-            Err(ConfigError::MissingServiceId)
-        ));
-        assert!(service_id(Some("../x".into())).is_err());
-    }
-
-    #[test]
-    fn delimiters_and_regions() {
-        assert_eq!(delimiter(";").ok(), Some(b';'));
-        assert_eq!(delimiter("\\t").ok(), Some(b'\t'));
-        assert!(delimiter("ab").is_err());
-        assert!(region("ee").is_ok());
-        assert!(region("XX").is_err());
     }
 }
