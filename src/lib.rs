@@ -1,31 +1,30 @@
 //! verigator-sync: bulk-register users into a Messente Verigator service, resumably.
 //!
 //! ```text
-//! reader thread     lookup thread         event loop (main thread)                    writer thread
-//! CSV ─ input ─► chunk ─ ledger lookup ─► plan ─► client (limiter, retry) ─► Outcome ─► ledger.record
-//!                                          │ invalid / duplicate / skipped / changed      │ commit
-//!                                          ▼                                              ▼
-//!                                   progress, report ◄──────── which new rows are committed
+//!  input/ (reader thread)   ledger/lookup (2 threads)   import/ (the event loop, one thread)       ledger/writer (thread)
+//!  CSV ─ columns, lines, ─► chunk ─ ledger lookup ─────► plan ─► send ─ client/ (retry, ─► Outcome ─► record, commit
+//!        validate (phone)                                 │       throttle)                  │          │
+//!                                                         ▼ invalid / duplicate / skipped    ▼          ▼
+//!                                                  report/ (progress, row report, summary) ◄── which new rows are committed
 //! ```
 //!
-//! Modules, one per pipeline stage:
+//! Every queue between the stages is bounded, so a slow stage slows the ones before it. Only the
+//! HTTP stage is concurrent; the loop decides, counts, logs and reports one row at a time.
+//!
+//! Modules, one per stage (a folder once a stage outgrows a file):
 //! - [`cli`]: what the user typed (clap derive); no logic.
-//! - [`config`]: validated, typed options built from the CLI and the environment.
-//! - [`input`]: CSV → validated users with their line numbers; phone normalisation.
-//! - [`ledger`]: the SQLite ledger: open, lock, migrate, lookup, record, runs. The only file with SQL.
-//! - [`lookup`]: the thread that looks up each chunk's ids in the ledger ahead of the decisions.
-//! - [`plan`]: the ledger filter: send, skip, duplicate or changed, per row.
-//! - [`client`]: the Verigator HTTP client: wire types, status classification, retries.
+//! - [`config`]: validated, typed options for every command, from the CLI and the environment.
+//! - [`user`] and [`phone`]: the user to register and phone numbers, shared by several stages.
+//! - [`input`]: CSV → validated users with their line numbers; the reader thread.
+//! - [`ledger`]: the SQLite ledger (the only SQL): open, lock, writes, runs, history, reads; the
+//!   writer and lookup threads.
+//! - [`client`]: the Verigator HTTP client: wire types, answers, retries, the user list.
 //! - [`throttle`]: the rate limiter, backoff, the shared 429 pause and the stop flag.
-//! - [`import`]: the orchestration of one run, including shutdown on signals and fatal answers.
-//! - [`send`]: one sent row's requests, and what their answers mean for it.
-//! - [`writer`]: the thread that owns the import's ledger connection: records, batches, commits.
-//! - [`report`]: outcome tallies, the summary (text and JSON), the row report, status and export.
+//! - [`import`]: one run: setup, the event loop, plan, send, the end of the run.
+//! - [`report`]: outcomes, the summary, the row report, `status`, `export`, progress.
 //! - [`reconcile`]: comparing the service's users at Verigator with the ledger.
-//! - [`progress`]: the progress bar, or progress lines when stderr is not a terminal.
-//! - [`commands`]: one function per subcommand, returning its exit code.
 //! - [`simulator`]: an in-memory Verigator for tests, demos and rehearsals.
-//! - [`demo`]: the self-contained demonstration run.
+//! - [`commands`], [`demo`]: one function per subcommand; the self-contained demonstration.
 //! - [`exit`]: the process exit codes, in one place.
 
 pub mod cli;

@@ -3,10 +3,10 @@
 //! Credentials go only into the `X-Service-Auth` header, which is marked sensitive; error texts
 //! never include them.
 //!
-//! - [`retry`]: the retry loop, paced by the shared [`Throttle`].
-//! - [`answers`]: what an answer means (classification, reasons, Retry-After).
-//! - [`wire`]: the request and answer bodies.
-//! - [`list`]: the service's user list.
+//! - `retry.rs`: the retry loop, paced by the shared [`Throttle`].
+//! - `answers.rs`: what an answer means (classification, reasons, Retry-After).
+//! - `wire.rs`: the request and answer bodies.
+//! - `list.rs`: the service's user list.
 
 mod answers;
 mod list;

@@ -2,8 +2,8 @@
 //! one struct per command. This is the only place that reads environment variables; everything
 //! downstream receives a config value. It does not open files or sockets.
 //!
-//! - [`secret`]: the credentials and the `Secret` that never prints.
-//! - [`values`]: single values parsed and checked (service id, base URL, delimiter, region).
+//! - `secret.rs`: the credentials and the `Secret` that never prints.
+//! - `values.rs`: single values parsed and checked (service id, base URL, delimiter, region).
 
 mod secret;
 mod values;

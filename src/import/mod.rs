@@ -1,15 +1,15 @@
 //! One import run: setup, the run's state and its result. The stages run on threads of their own
 //! and meet here: read ([`crate::input`], a thread) → look up ([`crate::ledger::lookup`], two
-//! threads) → decide ([`plan`]) → send concurrently ([`send`]) → record
+//! threads) → decide (`plan.rs`) → send concurrently (`send.rs`) → record
 //! ([`crate::ledger::writer`], a thread).
 //!
-//! - [`event_loop`]: the loop. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by
+//! - `event_loop.rs`: the loop. Only the HTTP stage is concurrent (a `FuturesUnordered` bounded by
 //!   `--concurrency`); decisions, progress, logs and the report happen one at a time, so nothing
 //!   needs a lock. Also owns stopping: signals and fatal answers.
-//! - [`rows`]: every row's outcome, counted, logged, reported and queued for the ledger.
-//! - [`plan`]: the ledger filter.
-//! - [`send`]: one row's requests and what their answers mean.
-//! - [`finish`]: the end of the run: resolving UserIDs, the summary, the run record.
+//! - `rows.rs`: every row's outcome, counted, logged, reported and queued for the ledger.
+//! - `plan.rs`: the ledger filter.
+//! - `send.rs`: one row's requests and what their answers mean.
+//! - `finish.rs`: the end of the run: resolving UserIDs, the summary, the run record.
 
 mod event_loop;
 mod finish;

@@ -2,10 +2,10 @@
 //! records it yields. A bad row is data (a [`Rejected`] row), not an error; only problems with the
 //! file as a whole are [`InputError`]s. Knows nothing of the ledger or the network.
 //!
-//! - [`columns`]: delimiter and header detection.
-//! - [`lines`]: line numbering across blank lines.
-//! - [`validate`]: one row's checks.
-//! - [`thread`]: the reader thread and its chunks.
+//! - `columns.rs`: delimiter and header detection.
+//! - `lines.rs`: line numbering across blank lines.
+//! - `validate.rs`: one row's checks.
+//! - `thread.rs`: the reader thread and its chunks.
 
 mod columns;
 mod lines;

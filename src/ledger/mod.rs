@@ -1,14 +1,14 @@
 //! The SQLite ledger: the one place with SQL. This file owns the [`Ledger`] handle, its errors,
 //! opening (checks, pragmas, migrations) and the statuses; the rest is split by what it does.
-//! It knows nothing of HTTP; only the [`lookup`] stage reads the input's chunks.
+//! It knows nothing of HTTP; only the `lookup.rs` stage reads the input's chunks.
 //!
-//! - [`lock`]: the per-file run lock.
-//! - [`write`]: the import's batched inserts, upserts, savepoints and commits.
-//! - [`runs`]: the runs table and the counts a run ends with.
-//! - [`history`]: what was replaced, kept before it is lost.
-//! - [`resolve`]: UserIDs learned after the fact (the user list, reconcile's fixes).
-//! - [`read`]: lookups, counts and the export's iteration.
-//! - [`writer`] and [`lookup`]: the two thread stages that own connections.
+//! - `lock.rs`: the per-file run lock.
+//! - `write.rs`: the import's batched inserts, upserts, savepoints and commits.
+//! - `runs.rs`: the runs table and the counts a run ends with.
+//! - `history.rs`: what was replaced, kept before it is lost.
+//! - `resolve.rs`: UserIDs learned after the fact (the user list, reconcile's fixes).
+//! - `read.rs`: lookups, counts and the export's iteration.
+//! - `writer.rs` and `lookup.rs`: the two thread stages that own connections.
 
 mod history;
 mod lock;

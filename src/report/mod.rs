@@ -1,10 +1,10 @@
 //! What the user reads: the per-row [`Outcome`] vocabulary shared by import, ledger and report, and
 //! the views built on it. It decides nothing about what to send.
 //!
-//! - [`summary`]: the end of a run (a short table on stderr, or one JSON object on stdout).
-//! - [`rows`]: the per-row report of `import --report`.
-//! - [`status`] and [`export`]: the ledger's views.
-//! - [`progress`]: the bar or the progress lines while a run goes.
+//! - `summary.rs`: the end of a run (a short table on stderr, or one JSON object on stdout).
+//! - `rows.rs`: the per-row report of `import --report`.
+//! - `status.rs` and `export.rs`: the ledger's views.
+//! - `progress.rs`: the bar or the progress lines while a run goes.
 
 mod export;
 pub mod progress;
