@@ -150,9 +150,13 @@ pub struct ReconcileArgs {
     /// Write one CSV line per disagreement here.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
-    /// Change the ledger: mark users deleted at Verigator for re-registration, correct UserIDs.
+    /// Change the ledger: mark users deleted at Verigator for re-registration, correct UserIDs
+    /// (every value a fix overwrites is kept: `export --history`).
     #[arg(long)]
     pub fix: bool,
+    /// With --fix: act even on an empty user list while the ledger holds UserIDs.
+    #[arg(long, requires = "fix")]
+    pub force: bool,
 }
 
 /// Output formats of `export`.
@@ -194,6 +198,10 @@ pub struct ExportArgs {
     /// The output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
     pub format: ExportFormat,
+    /// List the history instead: replaced users and reconcile's fixes, with the UserIDs they
+    /// overwrote.
+    #[arg(long, conflicts_with = "status")]
+    pub history: bool,
 }
 
 /// `simulate`.
@@ -232,4 +240,13 @@ pub struct SimulateArgs {
     /// CSV of users that already exist (id_in_service, phone_number[, service_id]).
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// List at most N users while `total` says the true count (a truncated list).
+    #[arg(long, value_name = "N")]
+    pub list_cap: Option<usize>,
+    /// List this id a second time with another UserID (repeat or comma-separate).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    pub list_repeat: Vec<String>,
+    /// Answer 503 to every request, as an API that is down.
+    #[arg(long)]
+    pub outage: bool,
 }

@@ -104,14 +104,15 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
     let service = args.service_id.as_deref();
+    let write = |w: &mut dyn Write| {
+        if args.history {
+            report::export_history(&ledger, service, args.format, w)
+        } else {
+            report::export(&ledger, service, &statuses, args.format, w)
+        }
+    };
     match &args.out {
-        None => report::export(
-            &ledger,
-            service,
-            &statuses,
-            args.format,
-            std::io::stdout().lock(),
-        )?,
+        None => write(&mut std::io::stdout().lock())?,
         Some(path) => {
             // Write beside the target and rename, so a failed export never leaves half a file.
             let dir = path
@@ -120,13 +121,7 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
                 .unwrap_or(std::path::Path::new("."));
             let what = format!("cannot write {}", path.display());
             let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(what.clone()))?;
-            report::export(
-                &ledger,
-                service,
-                &statuses,
-                args.format,
-                std::io::BufWriter::new(tmp.as_file_mut()),
-            )?;
+            write(&mut std::io::BufWriter::new(tmp.as_file_mut()))?;
             tmp.persist(path).map_err(|e| Error::io(what)(e.error))?;
         }
     }
@@ -135,7 +130,12 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
 
 /// `reconcile`.
 pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
-    let config = ReconcileConfig::from_args(args.api, args.ledger.ledger, args.timeout, args.fix)?;
+    let config = ReconcileConfig::from_args(
+        args.api,
+        args.ledger.ledger,
+        args.timeout,
+        (args.fix, args.force),
+    )?;
     let findings = runtime()?.block_on(reconcile::run(&config))?;
     let _ = findings.write_text(&mut std::io::stderr().lock());
     if let Some(path) = &args.report {
@@ -175,6 +175,9 @@ pub fn simulate(args: SimulateArgs) -> Result<u8, Error> {
             .map(|p| simulator::load_seed(&p))
             .transpose()?
             .unwrap_or_default(),
+        list_cap: args.list_cap,
+        list_repeat: args.list_repeat,
+        outage: args.outage,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,7 +22,8 @@ pub fn of(error: &crate::commands::Error) -> u8 {
         | Error::Import(ImportError::Recording(_) | ImportError::Lookup(_))
         | Error::Ledger(LedgerError::Locked { .. })
         | Error::Reconcile(ReconcileError::Ledger(LedgerError::Locked { .. }))
-        | Error::Reconcile(ReconcileError::List(_)) => ABORTED,
+        | Error::Reconcile(ReconcileError::List(_) | ReconcileError::Interrupted(_)) => ABORTED,
+        Error::Reconcile(ReconcileError::Truncated { .. }) => INCOMPLETE,
         _ => USAGE,
     }
 }

@@ -27,6 +27,19 @@ pub enum ReconcileError {
     /// The user list could not be had.
     #[error("{0}")]
     List(String),
+    /// The list holds fewer users than it says: comparing it would call the rest missing.
+    #[error(
+        "the user list holds {held} users but says there are {total}: it is truncated, so reconcile compared nothing and changed nothing"
+    )]
+    Truncated {
+        /// Users in the list.
+        held: u64,
+        /// The count it claims.
+        total: u64,
+    },
+    /// Interrupted by a signal; fixes made so far are committed.
+    #[error("interrupted by a signal: {0}")]
+    Interrupted(String),
 }
 
 /// How a user's two records disagree.
@@ -83,6 +96,9 @@ pub struct Findings {
     pub user_id_unknown: u64,
     /// Ledger rows changed by `--fix`.
     pub fixed: u64,
+    /// Why `--fix` did nothing, when it held back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
     /// The disagreements themselves.
     #[serde(skip)]
     pub disagreements: Vec<Disagreement>,
@@ -131,7 +147,14 @@ impl Findings {
             self.user_id_unknown
         )?;
         if self.fixed > 0 {
-            writeln!(w, "  fixed                 {:>9}", self.fixed)?;
+            writeln!(
+                w,
+                "  fixed                 {:>9}  the values overwritten are kept: export --history",
+                self.fixed
+            )?;
+        }
+        if let Some(why) = &self.held_back {
+            writeln!(w, "{why}")?;
         }
         Ok(())
     }
@@ -179,12 +202,22 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         Ledger::open_read_only(&config.ledger)?
     };
     let list = user_list(config).await?;
+    if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
+        return Err(ReconcileError::Truncated {
+            held: list.users.len() as u64,
+            total,
+        });
+    }
     let mut remote: HashMap<String, String> = list
         .users
         .into_iter()
         .map(|u| (u.id_in_service, u.id))
         .collect();
     let rows = ledger.known_users(&config.service_id)?;
+    let with_user_id = rows.iter().filter(|(_, _, uid)| uid.is_some()).count() as u64;
+    // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
+    // whose users were all deleted: fixing on it would clear every UserID.
+    let fix = config.fix && (config.force || !(remote.is_empty() && with_user_id > 0));
     let mut findings = Findings {
         service_id: config.service_id.clone(),
         verigator_users: remote.len() as u64,
@@ -196,8 +229,8 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         let Some(kind) = findings.classify(status, ledger_uid.as_ref(), remote_uid.as_ref()) else {
             continue;
         };
-        if config.fix {
-            fix(&mut ledger, config, kind, &id, remote_uid.as_deref())?;
+        if fix {
+            apply(&mut ledger, config, kind, &id, remote_uid.as_deref())?;
             findings.fixed += 1;
         }
         findings.disagreements.push(Disagreement {
@@ -220,6 +253,11 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         });
     }
     findings.count_kinds();
+    if config.fix && !fix {
+        findings.held_back = Some(format!(
+            "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
+        ));
+    }
     ledger.commit()?;
     Ok(findings)
 }
@@ -238,8 +276,8 @@ async fn user_list(config: &ReconcileConfig) -> Result<UserList, ReconcileError>
     }
 }
 
-/// Corrects one ledger row with what Verigator lists.
-fn fix(
+/// Corrects one ledger row with what Verigator lists (the old values go to the history).
+fn apply(
     ledger: &mut Ledger,
     config: &ReconcileConfig,
     kind: Kind,

@@ -247,7 +247,8 @@ fn json_summary_has_exactly_the_documented_keys() {
             "run_id",
             "sent",
             "skipped",
-            "synced"
+            "synced",
+            "unresolved"
         ]
     );
     assert_eq!(json["exit_code"], 0);

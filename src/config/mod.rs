@@ -137,6 +137,8 @@ pub struct ReconcileConfig {
     pub client: ClientOptions,
     /// Change the ledger.
     pub fix: bool,
+    /// Fix even on an empty user list while the ledger holds UserIDs.
+    pub force: bool,
 }
 
 /// A configuration the user has to fix; nothing has been sent.
@@ -319,7 +321,7 @@ impl ReconcileConfig {
         api: ApiArgs,
         ledger: PathBuf,
         timeout_s: f64,
-        fix: bool,
+        (fix, force): (bool, bool),
     ) -> Result<Self, ConfigError> {
         let timeout = timeout(timeout_s)?;
         Ok(ReconcileConfig {
@@ -335,6 +337,7 @@ impl ReconcileConfig {
                 timeout,
             },
             fix,
+            force,
         })
     }
 }

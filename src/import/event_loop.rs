@@ -223,11 +223,20 @@ impl Run<'_> {
     /// (`None` on a dry run) for the run's last writes.
     pub(super) fn close(&mut self) -> Result<Option<Ledger>, ImportError> {
         self.hand_over();
-        self.events = None;
-        self.writer
+        let closed = self
+            .writer
             .take()
             .map(Writer::finish)
             .transpose()
-            .map_err(ImportError::Recording)
+            .map_err(ImportError::Recording);
+        // The last commits' new rows, so that the end of the run knows every row of this input.
+        if let Some(mut events) = self.events.take() {
+            while let Ok(event) = events.try_recv() {
+                if let Event::Committed { commit, added } = event {
+                    self.planner.committed(commit, added);
+                }
+            }
+        }
+        closed
     }
 }

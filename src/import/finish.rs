@@ -2,14 +2,14 @@
 //! run's record in the ledger and the report moved into place; or, for a run that failed part-way,
 //! as much of that as can still be saved.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{ImportError, Run, report_error};
-use crate::client::{Client, ListError, Retried, UserList};
+use crate::client::{Client, ListError, ListedUser, Retried, UserList};
 use crate::input::InputError;
-use crate::ledger::{Ledger, LedgerError};
-use crate::report::Summary;
+use crate::ledger::{Ledger, LedgerError, Unresolved};
+use crate::report::{Outcome, Summary};
 use crate::throttle::Stop;
 
 impl Run<'_> {
@@ -81,7 +81,7 @@ impl Run<'_> {
         }
     }
 
-    fn summary(&self, unresolved: u64, started: Instant) -> Summary {
+    fn summary(&self, unresolved_elsewhere: u64, started: Instant) -> Summary {
         Summary {
             run_id: self.run_id,
             dry_run: self.config.mode.dry_run,
@@ -89,14 +89,15 @@ impl Run<'_> {
             service_id: self.config.service_id.clone(),
             counts: self.counts.clone(),
             unsettled: self.unsettled,
-            unresolved,
+            unresolved_elsewhere,
             elapsed: started.elapsed(),
             aborted: self.aborted.clone(),
         }
     }
 
     /// Commits, then fills in the UserIDs of `present` rows (this run's and earlier ones') from one
-    /// user list. Returns how many present rows still lack a UserID.
+    /// user list. Rows of this input left without one are noted as `unresolved` (the run is not a
+    /// success); returns how many rows of other inputs still lack one.
     async fn finish(
         &mut self,
         ledger: Option<&mut Ledger>,
@@ -107,70 +108,144 @@ impl Run<'_> {
             return Ok(0);
         };
         let wanted = ledger.unresolved(&self.config.service_id)?;
-        if self.config.mode.dry_run || wanted.is_empty() || stop.is_triggered() {
+        if self.config.mode.dry_run || wanted.is_empty() {
             return Ok(wanted.len() as u64);
         }
-        let Some(list) = self.user_list(client).await else {
-            return Ok(wanted.len() as u64);
+        let left = if stop.is_triggered() {
+            let why = "its UserID was not looked up: the run stopped first";
+            wanted.into_iter().map(|u| (u, why.to_string())).collect()
+        } else {
+            match self.user_list(client).await {
+                Ok(list) => self.resolve(ledger, wanted, &list)?,
+                Err(why) => wanted.into_iter().map(|u| (u, why.clone())).collect(),
+            }
         };
-        let wanted: HashSet<String> = wanted.into_iter().collect();
-        let mut resolved = 0;
-        for user in list
-            .users
-            .iter()
-            .filter(|u| wanted.contains(&u.id_in_service))
-        {
-            let ctime = user
-                .ctime
-                .as_ref()
-                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string));
-            ledger.resolve(
-                &self.config.service_id,
-                &user.id_in_service,
-                &user.id,
-                ctime.as_deref(),
-            )?;
-            resolved += 1;
-        }
-        ledger.commit()?;
-        self.counts.resolved += resolved;
-        let missing = wanted.len() as u64 - resolved;
-        if missing > 0 {
-            self.progress.println(&format!(
-                "warning: {missing} present users are not in the service's user list (another key or case?); they keep no UserID"
-            ));
-        }
-        Ok(missing)
+        Ok(self.note_unresolved(left))
     }
 
-    /// The service's user list, or `None` (with a warning, or an abort for a fatal answer) when it
-    /// cannot be had; the next run tries again.
-    async fn user_list(&mut self, client: &Client) -> Option<UserList> {
+    /// Records the UserIDs the list names once for the wanted rows; returns the rows left, each
+    /// with why. An id listed twice with different UserIDs is not guessed at.
+    fn resolve(
+        &mut self,
+        ledger: &mut Ledger,
+        wanted: Vec<Unresolved>,
+        list: &UserList,
+    ) -> Result<Vec<(Unresolved, String)>, LedgerError> {
+        let index: HashMap<&str, usize> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id_in_service.as_str(), i))
+            .collect();
+        let mut hits: Vec<Vec<&ListedUser>> = vec![Vec::new(); wanted.len()];
+        for user in &list.users {
+            if let Some(&i) = index.get(user.id_in_service.as_str()) {
+                hits[i].push(user);
+            }
+        }
+        let truncated = list.total.filter(|t| *t > list.users.len() as u64);
+        let mut left = Vec::new();
+        for (row, hits) in wanted.iter().zip(hits) {
+            let mut ids: Vec<&str> = hits.iter().map(|u| u.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            match (ids.as_slice(), hits.first()) {
+                ([_], Some(user)) => {
+                    let ctime = user
+                        .ctime
+                        .as_ref()
+                        .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string));
+                    let service = &self.config.service_id;
+                    ledger.resolve(service, &row.id_in_service, &user.id, ctime.as_deref())?;
+                    self.counts.resolved += 1;
+                }
+                ([], _) => left.push((row.clone(), not_listed(list, truncated))),
+                (_, _) => left.push((row.clone(), listed_twice(hits.len(), &ids))),
+            }
+        }
+        ledger.commit()?;
+        Ok(left)
+    }
+
+    /// Notes the rows of this input left without a UserID (they make the run incomplete) and
+    /// warns about those of earlier inputs; returns how many of those there are.
+    fn note_unresolved(&mut self, left: Vec<(Unresolved, String)>) -> u64 {
+        let mut elsewhere: u64 = 0;
+        for (row, why) in left {
+            match self.planner.first_line(row.rowid) {
+                Some(line) => self.note(
+                    line,
+                    &row.id_in_service,
+                    &row.phone_number,
+                    Outcome::Unresolved,
+                    Some(&why),
+                    false,
+                ),
+                None => elsewhere = elsewhere.saturating_add(1),
+            }
+        }
+        if elsewhere > 0 {
+            self.progress.println(&format!(
+                "warning: {elsewhere} present users of earlier runs (not in this file) still lack a UserID; the next run looks them up again"
+            ));
+        }
+        elsewhere
+    }
+
+    /// The service's user list, or why it cannot be had (a fatal answer also aborts the run);
+    /// the next run tries again.
+    async fn user_list(&mut self, client: &Client) -> Result<UserList, String> {
         let list = match client.list_users(&self.config.service_id).await.result {
             Retried::Done(Ok(list)) => list,
             Retried::Done(Err(ListError::Fatal(fatal))) => {
                 self.abort(fatal.to_string());
-                return None;
+                return Err(format!("the user list could not be had: {fatal}"));
             }
             Retried::Done(Err(e)) => {
                 self.progress
                     .println(&format!("warning: {e}; the next run tries again"));
-                return None;
+                return Err(format!("the user list could not be had: {e}"));
             }
             Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => {
                 self.progress.println(&format!(
                     "warning: listing users failed: {reason}; the next run tries again"
                 ));
-                return None;
+                return Err(format!("the user list could not be had: {reason}"));
             }
-            Retried::Stopped(None) => return None,
+            Retried::Stopped(None) => {
+                return Err("its UserID was not looked up: the run stopped first".into());
+            }
         };
         if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
             self.progress.println(&format!(
-                "warning: the user list holds {} users but claims {total}: it may be truncated",
+                "warning: the user list holds {} users but claims {total}: it is truncated",
                 list.users.len()
             ));
         }
-        Some(list)
+        Ok(list)
     }
+}
+
+/// Why a wanted row is not in the list.
+fn not_listed(list: &UserList, truncated: Option<u64>) -> String {
+    match truncated {
+        Some(total) => format!(
+            "not in the user list, which is truncated ({} of {total} users); the next run looks again",
+            list.users.len()
+        ),
+        None => "not in the service's user list (another key or case?); the next run looks again"
+            .to_string(),
+    }
+}
+
+/// Why a row listed more than once is not resolved.
+fn listed_twice(times: usize, ids: &[&str]) -> String {
+    let shown: Vec<String> = ids
+        .iter()
+        .take(3)
+        .map(|id| id.chars().take(64).collect())
+        .collect();
+    format!(
+        "the user list names it {times} times, with UserIDs {}: not guessed; check the service",
+        shown.join(" and ")
+    )
 }

@@ -67,6 +67,12 @@ impl Seen {
         (line != 0).then_some((u64::from(line), phone))
     }
 
+    /// The first line of a row seen in this run.
+    fn line(&self, rowid: i64) -> Option<u64> {
+        let line = *self.lines.get(usize::try_from(rowid).ok()?)?;
+        (line != 0).then_some(u64::from(line))
+    }
+
     fn mark(&mut self, rowid: i64, line: u64, phone: &str, ledger_phone: &str) {
         let Ok(index) = usize::try_from(rowid) else {
             return;
@@ -117,6 +123,12 @@ impl Planner {
             ids.push(id);
         }
         self.committed.push_back((commit, ids));
+    }
+
+    /// The line where this run's input first had the ledger row `rowid`, if it had it (rows this
+    /// run inserted count once their commit is announced).
+    pub fn first_line(&self, rowid: i64) -> Option<u64> {
+        self.seen.line(rowid)
     }
 
     /// Notes that the next lookups saw at least the first `commits` commits: the new ids those

@@ -8,32 +8,82 @@ use std::path::{Path, PathBuf};
 
 use super::{LedgerError, now};
 
+/// Longest holder text read back from a lock file for the "in use" message.
+const MAX_HOLDER_BYTES: u64 = 256;
+
+/// The ledger's path with every symlink and `..` resolved, so that one ledger has one lock
+/// whatever path reaches it. A ledger that does not exist yet is resolved through its directory;
+/// a symlink to nothing is refused with a message that says so.
+pub(super) fn canonical(path: &Path, shown: &str) -> Result<PathBuf, LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: shown.to_string(),
+        source,
+    };
+    match std::fs::canonicalize(path) {
+        Ok(real) => return Ok(real),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(_) => {}
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_symlink()
+    {
+        let target = std::fs::read_link(path).unwrap_or_default();
+        return Err(io(std::io::Error::other(format!(
+            "is a symbolic link to {}, which does not exist; create the ledger there or pass another --ledger",
+            target.display()
+        ))));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::other("names a directory, not a file")))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok(std::fs::canonicalize(dir).map_err(io)?.join(name))
+}
+
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
 }
 
-/// Takes the OS lock on `<ledger>.lock` and writes who holds it, for the next run's message.
-pub(super) fn acquire(path: &Path, shown: &str) -> Result<File, LedgerError> {
-    let lock_path = lock_path(path);
+/// Takes the OS lock on `<ledger>.lock` (`real` is the ledger's canonical path) and writes who
+/// holds it, for the next run's message. Never follows a symlink at the lock's path, and never
+/// empties anything but a regular file.
+pub(super) fn acquire(real: &Path, shown: &str) -> Result<File, LedgerError> {
+    let lock_path = lock_path(real);
     let io = |source| LedgerError::Io {
         path: lock_path.display().to_string(),
         source,
     };
+    if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(io(std::io::Error::other(
+            "is a symbolic link; the lock file must be a plain file: remove the link",
+        )));
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // The check above can race with a new link; this cannot.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::other("is not a regular file")));
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            let _ = (&mut file)
+                .take(MAX_HOLDER_BYTES)
+                .read_to_string(&mut holder);
+            let holder: String = holder.chars().filter(|c| !c.is_control()).collect();
             let holder = holder.trim();
             return Err(LedgerError::Locked {
                 path: shown.to_string(),
@@ -51,6 +101,7 @@ pub(super) fn acquire(path: &Path, shown: &str) -> Result<File, LedgerError> {
     file.flush().map_err(io)?;
     Ok(file)
 }
+
 #[cfg(test)]
 mod tests {
     use super::super::Ledger;

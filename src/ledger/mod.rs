@@ -29,21 +29,25 @@ use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
 use thiserror::Error;
 
-pub use read::{Entry, ExportError, ServiceCounts, UserRow};
+pub use history::{HistoryCounts, HistoryRow};
+pub use read::{Entry, ExportError, ServiceCounts, Unresolved, UserRow};
 pub use runs::{RunCounts, RunRecord};
 pub use write::Change;
 
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
 /// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/0001_ledger.sql"),
     include_str!("../../migrations/0002_replacements.sql"),
     include_str!("../../migrations/0003_unresolved_index.sql"),
+    include_str!("../../migrations/0004_fixes.sql"),
 ];
-/// The oldest schema that read-only commands (`status`, `export`, a dry run) can use as it is:
-/// later migrations only add indexes.
+/// The oldest schema that read-only commands (`status`, `export`, a dry run) can use: 3 only adds
+/// an index, and what 4 adds (the `fixes` table, the runs' `unresolved`) reads as empty before it.
 const READABLE_FROM: i64 = 2;
+/// The schema that has the `fixes` table and the runs' `unresolved` column.
+const WITH_FIXES: i64 = 4;
 /// How long `status`/`export` wait for a writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,6 +151,8 @@ pub enum LedgerError {
 pub struct Ledger {
     conn: Connection,
     path: String,
+    /// The schema version it has (read-only commands accept older ones).
+    schema: i64,
     in_transaction: bool,
     batch_rows: usize,
     batch_started: Instant,
@@ -174,10 +180,11 @@ impl Ledger {
     /// OS lock that died with it, so it never blocks.
     pub fn open_for_import(path: &Path) -> Result<Ledger, LedgerError> {
         let shown = path.display().to_string();
-        let lock = lock::acquire(path, &shown)?;
-        let fresh = create_private(path, &shown)?;
+        let real = lock::canonical(path, &shown)?;
+        let lock = lock::acquire(&real, &shown)?;
+        let fresh = create_private(&real, &shown)?;
         let mut conn = Connection::open_with_flags(
-            path,
+            &real,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|source| sqlite(&shown, source))?;
@@ -197,7 +204,12 @@ impl Ledger {
                 reason: format!("migration failed: {e}"),
             })?;
         check_rowid_headroom(&conn, &shown)?;
-        Ok(Ledger::with(conn, shown, Some(lock)))
+        Ok(Ledger::with(
+            conn,
+            shown,
+            Some(lock),
+            MIGRATIONS.len() as i64,
+        ))
     }
 
     /// Opens an existing ledger for reading (`status`, `export`), without taking the run lock, so
@@ -226,13 +238,14 @@ impl Ledger {
                 ),
             });
         }
-        Ok(Ledger::with(conn, shown, None))
+        Ok(Ledger::with(conn, shown, None, version))
     }
 
-    fn with(conn: Connection, path: String, lock: Option<File>) -> Ledger {
+    fn with(conn: Connection, path: String, lock: Option<File>, schema: i64) -> Ledger {
         Ledger {
             conn,
             path,
+            schema,
             in_transaction: false,
             batch_rows: 0,
             batch_started: Instant::now(),
@@ -480,7 +493,10 @@ pub(crate) mod tests {
     fn an_older_ledger_is_readable_and_upgraded_by_the_next_import() {
         let (dir, l) = ledger();
         l.conn
-            .execute_batch("DROP INDEX users_unresolved; PRAGMA user_version = 2;")
+            .execute_batch(
+                "DROP INDEX users_unresolved; DROP TABLE fixes;
+                 ALTER TABLE runs DROP COLUMN unresolved; PRAGMA user_version = 2;",
+            )
             .expect("downgrade to schema 2");
         drop(l);
         let path = dir.path().join("l.db");

@@ -8,8 +8,19 @@ use thiserror::Error;
 use super::{Ledger, LedgerError, Status, sqlite};
 
 /// The `present` rows of a service whose UserID is still unknown (served by a partial index).
-const UNRESOLVED: &str = "SELECT id_in_service FROM users
+const UNRESOLVED: &str = "SELECT rowid, id_in_service, phone_number FROM users
      WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL";
+
+/// A `present` row whose UserID is not known yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Its rowid (the import's planner knows which rowids this input holds).
+    pub rowid: i64,
+    /// The user's id in the customer's service.
+    pub id_in_service: String,
+    /// The phone it was sent with.
+    pub phone_number: String,
+}
 
 /// What the ledger knows about one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,16 +88,22 @@ impl Ledger {
     }
 
     /// The `present` rows of a service whose UserID is still unknown.
-    pub fn unresolved(&mut self, service_id: &str) -> Result<Vec<String>, LedgerError> {
+    pub fn unresolved(&mut self, service_id: &str) -> Result<Vec<Unresolved>, LedgerError> {
         self.commit()?;
         let mut stmt = self
             .conn
             .prepare(UNRESOLVED)
             .map_err(|e| sqlite(&self.path, e))?;
-        stmt.query_map(params![service_id], |r| r.get(0))
-            .map_err(|e| sqlite(&self.path, e))?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| sqlite(&self.path, e))
+        stmt.query_map(params![service_id], |r| {
+            Ok(Unresolved {
+                rowid: r.get(0)?,
+                id_in_service: r.get(1)?,
+                phone_number: r.get(2)?,
+            })
+        })
+        .map_err(|e| sqlite(&self.path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlite(&self.path, e))
     }
 
     /// Every row of a service as `(id_in_service, status, user_id)`, for `reconcile`.
@@ -144,6 +161,10 @@ impl Ledger {
                 Some(Status::Failed) => c.failed = n,
                 Some(Status::Retry) | None => c.retry += n,
             }
+        }
+        for c in &mut out {
+            let history = self.history_counts(&c.service_id)?;
+            (c.replaced, c.fixed) = (history.replaced, history.fixed);
         }
         Ok(out)
     }
@@ -241,6 +262,10 @@ pub struct ServiceCounts {
     pub failed: u64,
     /// Rows to retry.
     pub retry: u64,
+    /// History: users replaced by `--apply-changes` (their old UserIDs are kept).
+    pub replaced: u64,
+    /// History: rows changed by `reconcile --fix` (the values overwritten are kept).
+    pub fixed: u64,
 }
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
-//! UserIDs learned after the fact: `present` rows resolved from the service's user list, and
-//! reconcile's corrections (a UserID Verigator lists, a user gone there).
+//! UserIDs learned after the fact: `present` rows resolved from the service's user list at the end
+//! of an import. Only a row without a UserID is ever filled in; nothing is overwritten.
 
 use rusqlite::params;
 
@@ -25,44 +25,6 @@ impl Ledger {
         self.batch_rows += 1;
         Ok(())
     }
-
-    /// Marks a row whose user is gone at Verigator so that the next import registers it again.
-    pub fn mark_gone(
-        &mut self,
-        service_id: &str,
-        id_in_service: &str,
-        why: &str,
-    ) -> Result<(), LedgerError> {
-        self.begin()?;
-        self.conn
-            .prepare_cached(
-                "UPDATE users SET status = 'retry', user_id = NULL, ctime = NULL, last_error = ?3, updated_at = ?4
-                 WHERE service_id = ?1 AND id_in_service = ?2",
-            )
-            .and_then(|mut s| s.execute(params![service_id, id_in_service, why, now()]))
-            .map_err(|e| sqlite(&self.path, e))?;
-        Ok(())
-    }
-
-    /// Takes the UserID Verigator lists for a row: corrects a synced or present row, and turns a
-    /// failed or retry row whose user exists after all into `present`.
-    pub fn set_user_id(
-        &mut self,
-        service_id: &str,
-        id_in_service: &str,
-        user_id: &str,
-    ) -> Result<(), LedgerError> {
-        self.begin()?;
-        self.conn
-            .prepare_cached(
-                "UPDATE users SET user_id = ?3, updated_at = ?4, last_error = NULL,
-                    status = CASE status WHEN 'synced' THEN 'synced' ELSE 'present' END
-                 WHERE service_id = ?1 AND id_in_service = ?2",
-            )
-            .and_then(|mut s| s.execute(params![service_id, id_in_service, user_id, now()]))
-            .map_err(|e| sqlite(&self.path, e))?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -78,7 +40,11 @@ mod tests {
         l.record("s", &write("q", Status::Synced, Some("u2")))
             .expect("record");
         assert_eq!(
-            l.unresolved("s").expect("unresolved"),
+            l.unresolved("s")
+                .expect("unresolved")
+                .into_iter()
+                .map(|u| u.id_in_service)
+                .collect::<Vec<_>>(),
             vec!["p".to_string()]
         );
         l.resolve("s", "p", "u1", Some("t")).expect("resolve");

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, now};
+use super::{Ledger, LedgerError, WITH_FIXES, now};
 
 impl Ledger {
     /// Starts a run in the runs table (committed at once, so `status` shows it while it runs).
@@ -31,7 +31,7 @@ impl Ledger {
             .execute(
                 "UPDATE runs SET finished_at = ?2, rows = ?3, skipped = ?4, sent = ?5, synced = ?6,
                     present = ?7, failed = ?8, invalid = ?9, retry = ?10, duplicate = ?11, changed = ?12,
-                    resolved = ?13, exit_code = ?14, pending = ?15, replaced = ?16
+                    resolved = ?13, exit_code = ?14, pending = ?15, replaced = ?16, unresolved = ?17
                  WHERE id = ?1",
                 params![
                     run_id,
@@ -49,7 +49,8 @@ impl Ledger {
                     counts.resolved,
                     exit_code,
                     counts.pending,
-                    counts.replaced
+                    counts.replaced,
+                    counts.unresolved
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -62,14 +63,20 @@ impl Ledger {
         service_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, LedgerError> {
+        // A ledger older than the column (read by `status` before an import upgraded it) had none.
+        let unresolved = if self.schema >= WITH_FIXES {
+            "unresolved"
+        } else {
+            "0"
+        };
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, service_id, input, pid, started_at, finished_at, rows, skipped, sent, synced,
                         present, failed, invalid, retry, duplicate, changed, resolved, exit_code, pending, replaced,
-                        ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3)
-                 FROM runs WHERE ?1 IS NULL OR service_id = ?1 ORDER BY id DESC LIMIT ?2",
-            )
+                        ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3), {unresolved}
+                 FROM runs WHERE ?1 IS NULL OR service_id = ?1 ORDER BY id DESC LIMIT ?2"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![service_id, limit], |r| {
@@ -94,6 +101,7 @@ impl Ledger {
                         resolved: r.get(16)?,
                         pending: r.get(18)?,
                         replaced: r.get(19)?,
+                        unresolved: r.get(21)?,
                     },
                     exit_code: r.get(17)?,
                     duration_s: r.get(20)?,
@@ -133,6 +141,8 @@ pub struct RunCounts {
     pub pending: u64,
     /// Users deleted and created again with a new phone (`--apply-changes`).
     pub replaced: u64,
+    /// Rows of this input that ended `present` without a UserID.
+    pub unresolved: u64,
 }
 
 /// One row of the runs table.

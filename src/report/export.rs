@@ -56,3 +56,54 @@ pub fn export(
         }
     }
 }
+
+/// The header `export --history` writes.
+pub const HISTORY_HEADER: [&str; 8] = [
+    "service_id",
+    "id_in_service",
+    "kind",
+    "old_user_id",
+    "new_user_id",
+    "old_phone",
+    "new_phone",
+    "at",
+];
+
+/// Writes the history (replacements and reconcile's fixes) as CSV (with [`HISTORY_HEADER`]) or as
+/// one JSON object per line.
+pub fn export_history(
+    ledger: &Ledger,
+    service_id: Option<&str>,
+    format: ExportFormat,
+    w: impl Write,
+) -> Result<(), ExportError> {
+    match format {
+        ExportFormat::Csv => {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(HISTORY_HEADER)
+                .map_err(|e| ExportError::Write(e.into()))?;
+            ledger.for_each_history(service_id, |row| {
+                out.write_record([
+                    row.service_id.as_str(),
+                    &row.id_in_service,
+                    &row.kind,
+                    row.old_user_id.as_deref().unwrap_or(""),
+                    row.new_user_id.as_deref().unwrap_or(""),
+                    row.old_phone.as_deref().unwrap_or(""),
+                    row.new_phone.as_deref().unwrap_or(""),
+                    &row.at,
+                ])
+                .map_err(io::Error::from)
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+        ExportFormat::Ndjson => {
+            let mut out = io::BufWriter::new(w);
+            ledger.for_each_history(service_id, |row| {
+                serde_json::to_writer(&mut out, row)?;
+                out.write_all(b"\n")
+            })?;
+            out.flush().map_err(ExportError::Write)
+        }
+    }
+}

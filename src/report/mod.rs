@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::ledger::RunCounts;
 
-pub use export::{EXPORT_HEADER, export};
+pub use export::{EXPORT_HEADER, HISTORY_HEADER, export, export_history};
 pub use rows::{ROW_REPORT_HEADER, RowReport};
 pub use status::status;
 pub use summary::Summary;
@@ -45,6 +45,8 @@ pub enum Outcome {
     Pending,
     /// Deleted and created again with the new phone (`--apply-changes`).
     Replaced,
+    /// Present, but its UserID could not be found in the user list; the next run looks again.
+    Unresolved,
 }
 
 impl Outcome {
@@ -61,6 +63,7 @@ impl Outcome {
             Outcome::Changed => &mut counts.changed,
             Outcome::Pending => &mut counts.pending,
             Outcome::Replaced => &mut counts.replaced,
+            Outcome::Unresolved => &mut counts.unresolved,
         };
         *slot += 1;
     }
@@ -78,6 +81,7 @@ impl Outcome {
             Outcome::Changed => "changed",
             Outcome::Pending => "pending",
             Outcome::Replaced => "replaced",
+            Outcome::Unresolved => "unresolved",
         }
     }
 }

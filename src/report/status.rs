@@ -50,6 +50,13 @@ fn write_status(view: &StatusView, w: &mut impl Write) -> io::Result<()> {
             "  synced {:>9}   present {:>9} ({} without UserID)   failed {:>7}   retry {:>7}",
             s.synced, s.present, s.present_without_user_id, s.failed, s.retry
         )?;
+        if s.replaced > 0 || s.fixed > 0 {
+            writeln!(
+                w,
+                "  history: {} replaced (--apply-changes), {} fixed (reconcile --fix); export --history lists the UserIDs they overwrote",
+                s.replaced, s.fixed
+            )?;
+        }
     }
     if !view.runs.is_empty() {
         writeln!(w, "last runs:")?;

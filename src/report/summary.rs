@@ -22,8 +22,8 @@ pub struct Summary {
     pub counts: RunCounts,
     /// Rows whose state is not synced or present with the phone of the file.
     pub unsettled: u64,
-    /// Present rows whose UserID is still unknown after this run.
-    pub unresolved: u64,
+    /// Present rows of other inputs whose UserID is still unknown after this run.
+    pub unresolved_elsewhere: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Why the run stopped early, if it did.
@@ -58,6 +58,7 @@ impl Summary {
             "duplicate": c.duplicate,
             "changed": c.changed,
             "resolved": c.resolved,
+            "unresolved": c.unresolved,
             "pending": c.pending,
             "replaced": c.replaced,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -90,18 +91,18 @@ impl Summary {
             }
             writeln!(w, "{}", format!("  {name:<10}{n:>10}  {note}").trim_end())?;
         }
-        if self.unresolved > 0 {
+        if self.unresolved_elsewhere > 0 {
             writeln!(
                 w,
-                "  {} present rows still lack a UserID; the next run looks them up again",
-                self.unresolved
+                "  {} present rows of earlier runs (not in this file) still lack a UserID; the next run looks them up again",
+                self.unresolved_elsewhere
             )?;
         }
         self.write_exit(w)
     }
 
     /// Each count with its name and what it means.
-    fn lines(&self) -> [(&'static str, u64, String); 13] {
+    fn lines(&self) -> [(&'static str, u64, String); 14] {
         let c = &self.counts;
         let rate = if self.elapsed.as_secs_f64() > 0.0 {
             c.sent as f64 / self.elapsed.as_secs_f64()
@@ -123,6 +124,11 @@ impl Summary {
                 "resolved",
                 c.resolved,
                 "UserIDs found in the user list".into(),
+            ),
+            (
+                "unresolved",
+                c.unresolved,
+                "present, but the UserID is not in the user list; the next run looks again".into(),
             ),
             ("failed", c.failed, "refused by the API; not resent".into()),
             ("invalid", c.invalid, "rejected locally; never sent".into()),
@@ -185,7 +191,7 @@ mod tests {
             service_id: "s".into(),
             counts,
             unsettled,
-            unresolved: 0,
+            unresolved_elsewhere: 0,
             elapsed: Duration::from_millis(1500),
             aborted,
         }
@@ -234,6 +240,7 @@ mod tests {
             "duplicate",
             "changed",
             "resolved",
+            "unresolved",
             "pending",
             "replaced",
             "elapsed_s",

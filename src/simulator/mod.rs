@@ -56,6 +56,13 @@ pub struct SimConfig {
     pub reject_phone: Option<regex::Regex>,
     /// Users that exist before any request, so importers meet 409s.
     pub seed: Vec<SeedUser>,
+    /// The user list holds at most this many users, while its `total` stays the true count (a
+    /// truncated list, as a server that pages silently would give).
+    pub list_cap: Option<usize>,
+    /// These ids appear twice in the user list, the second time with another UserID.
+    pub list_repeat: Vec<String>,
+    /// Every user route answers 503, as an API that is down (see [`Simulator::set_outage`]).
+    pub outage: bool,
 }
 
 impl Default for SimConfig {
@@ -71,6 +78,9 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             reject_phone: None,
             seed: Vec::new(),
+            list_cap: None,
+            list_repeat: Vec::new(),
+            outage: false,
         }
     }
 }
@@ -89,6 +99,9 @@ impl std::fmt::Debug for SimConfig {
             .field("latency", &self.latency)
             .field("reject_phone", &self.reject_phone)
             .field("seed", &self.seed.len())
+            .field("list_cap", &self.list_cap)
+            .field("list_repeat", &self.list_repeat)
+            .field("outage", &self.outage)
             .finish()
     }
 }
@@ -231,6 +244,13 @@ impl Simulator {
             .is_some_and(|service| service.remove(&id))
     }
 
+    /// Starts or ends an outage: while it lasts every user route answers 503.
+    pub fn set_outage(&self, down: bool) {
+        self.app
+            .outage
+            .store(down, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stops accepting and waits for the accept loop; open connections finish their in-flight
     /// request and then close.
     pub async fn shutdown(self) {
@@ -273,6 +293,9 @@ fn build_app(config: SimConfig) -> std::io::Result<App> {
         reset_rate: config.reset_rate,
         reject_phone: config.reject_phone,
         latency: config.latency,
+        list_cap: config.list_cap,
+        list_repeat: config.list_repeat,
+        outage: std::sync::atomic::AtomicBool::new(config.outage),
     })
 }
 

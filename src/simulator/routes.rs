@@ -33,6 +33,12 @@ pub(super) struct App {
     pub reject_phone: Option<Regex>,
     /// Applied by the server around every answer, resets included.
     pub latency: std::time::Duration,
+    /// The user list's cap (its `total` stays true).
+    pub list_cap: Option<usize>,
+    /// Ids listed twice, the second time with another UserID.
+    pub list_repeat: Vec<String>,
+    /// While set, every user route answers 503.
+    pub outage: std::sync::atomic::AtomicBool,
 }
 
 /// Marks a response that must never reach the client: the server drops the connection instead.
@@ -59,6 +65,13 @@ impl App {
     /// The gate in front of every user route: the rate limit first (as a front proxy would),
     /// then the credentials. Returns the refusal to send, if any.
     pub(super) fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        if self.outage.load(std::sync::atomic::Ordering::Relaxed) {
+            bump(&self.stats.failures);
+            return Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            ));
+        }
         if let Some(rate) = &self.rate
             && !rate.admit()
         {
@@ -145,13 +158,19 @@ async fn list(
         drop(services);
         return service_not_found();
     };
-    let mut body = Vec::with_capacity(32 + service.len() * 112);
+    let shown = app.list_cap.unwrap_or(usize::MAX).min(service.len());
+    let mut body = Vec::with_capacity(32 + shown * 112);
     body.extend_from_slice(b"{\"users\":[");
-    for (index, user) in service.users().enumerate() {
+    for (index, user) in service.users().take(shown).enumerate() {
         if index > 0 {
             body.push(b',');
         }
         write_user(&mut body, user);
+        if app.list_repeat.contains(&user.id_in_service) {
+            body.push(b',');
+            let twin = StoredUser::new(user.id_in_service.clone(), user.phone_number.clone());
+            write_user(&mut body, &twin);
+        }
     }
     body.extend_from_slice(b"],\"total\":");
     body.extend_from_slice(service.len().to_string().as_bytes());

@@ -1,0 +1,286 @@
+//! Paths off the main road: lists that lie, replacements cut short, answers lost before a phone
+//! changed, signals in every phase, outages, failures after sending, and ledgers reached through
+//! other paths. Each test runs the real binary against the simulator and reads the ledger.
+
+mod support;
+
+use support::{Env, Run, SERVICE, users_csv};
+use verigator_sync::simulator::SimConfig;
+
+/// A value of one query on the test's ledger.
+fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> T {
+    rusqlite::Connection::open(env.ledger())
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .expect("query on the ledger")
+}
+
+#[test]
+fn a_ledger_reached_through_a_symlink_or_another_path_has_one_lock() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 3));
+    env.import(&csv, &[]).expect_code(0);
+    // Hold the ledger's lock as a running import would.
+    let lock = std::fs::File::open(env.dir.path().join("ledger.db.lock")).expect("lock file");
+    lock.try_lock().expect("free before the test takes it");
+    std::os::unix::fs::symlink(env.ledger(), env.dir.path().join("link.db")).expect("symlink");
+    std::fs::create_dir(env.dir.path().join("sub")).expect("sub");
+    for other in ["link.db", "sub/../ledger.db", "./ledger.db"] {
+        let run = Run::of(
+            env.cmd()
+                .args(["import", "--json", "--no-progress", "--ledger", other])
+                .arg(&csv)
+                .output()
+                .expect("runs"),
+        );
+        run.expect_code(3);
+        assert!(
+            run.stderr.contains("is in use by another run"),
+            "{other}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(env.sim.stats().create_requests, 3, "nothing sent again");
+}
+
+#[test]
+fn a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let precious = env.file("precious.txt", "keep me\n");
+    std::os::unix::fs::symlink(&precious, env.dir.path().join("ledger.db.lock")).expect("symlink");
+    let run = env.import(&env.file("u.csv", users_csv(0, 3)), &[]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("ledger.db.lock") && run.stderr.contains("symbolic link"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).expect("read"),
+        "keep me\n"
+    );
+    assert_eq!(env.sim.stats().create_requests, 0);
+}
+
+#[test]
+fn a_dangling_symlink_ledger_gets_a_clear_message() {
+    let env = Env::new();
+    std::os::unix::fs::symlink(env.dir.path().join("nowhere/l.db"), env.ledger()).expect("symlink");
+    let run = env.import(&env.file("u.csv", users_csv(0, 3)), &[]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("is a symbolic link to") && run.stderr.contains("which does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("os error 17"), "{}", run.stderr);
+}
+
+/// Seed users `from..from + n` of [`users_csv`], so that importing them meets 409s.
+fn seeds(from: usize, n: usize) -> Vec<verigator_sync::simulator::SeedUser> {
+    (from..from + n)
+        .map(|i| verigator_sync::simulator::SeedUser {
+            service_id: None,
+            id_in_service: format!("user{i}@example.com"),
+            phone_number: format!("+3725{i:07}"),
+        })
+        .collect()
+}
+
+#[test]
+fn present_rows_of_this_file_without_user_id_make_the_run_incomplete() {
+    let env = Env::with(SimConfig {
+        seed: seeds(0, 5),
+        list_cap: Some(2),
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 5));
+    let report = env.dir.path().join("report.csv");
+    let run = env.import(&csv, &["--report", report.to_str().expect("utf-8 path")]);
+    run.expect_code(1);
+    assert_eq!(
+        (
+            run.count("present"),
+            run.count("resolved"),
+            run.count("unresolved")
+        ),
+        (5, 2, 3)
+    );
+    assert!(run.stderr.contains("it is truncated"), "{}", run.stderr);
+    let text = std::fs::read_to_string(&report).expect("report");
+    let listed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(",unresolved,"))
+        .collect();
+    assert_eq!(listed.len(), 3, "{text}");
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.contains("truncated (2 of 5 users)")),
+        "{text}"
+    );
+    let unresolved: i64 = query(&env, "SELECT count(*) FROM users WHERE user_id IS NULL");
+    assert_eq!(unresolved, 3);
+    assert_eq!(query::<i64>(&env, "SELECT unresolved FROM runs"), 3);
+
+    // Another file: the old rows are warned about but do not fail tonight's run.
+    let other = env.import(&env.file("v.csv", users_csv(100, 2)), &[]);
+    other.expect_code(0);
+    assert_eq!(other.count("unresolved"), 0);
+    assert!(
+        other
+            .stderr
+            .contains("3 present users of earlier runs (not in this file) still lack a UserID"),
+        "{}",
+        other.stderr
+    );
+}
+
+#[test]
+fn an_id_listed_twice_is_not_guessed_and_counts_never_wrap() {
+    let env = Env::with(SimConfig {
+        seed: seeds(0, 3),
+        list_repeat: vec!["user1@example.com".into()],
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 3));
+    let run = env.import(&csv, &[]);
+    run.expect_code(1);
+    assert_eq!((run.count("resolved"), run.count("unresolved")), (2, 1));
+    assert!(
+        run.stderr
+            .contains("the user list names it 2 times, with UserIDs "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("18446744073709551615"),
+        "{}",
+        run.stderr
+    );
+    let rows = env.rows();
+    assert_eq!(rows["user1@example.com"].user_id, None, "no guess");
+    assert_eq!(
+        rows["user0@example.com"].user_id.as_ref(),
+        env.remote().get("user0@example.com")
+    );
+}
+
+/// `reconcile` with `args`.
+fn reconcile(env: &Env, args: &[&str]) -> Run {
+    Run::of(
+        env.cmd()
+            .arg("reconcile")
+            .args(args)
+            .output()
+            .expect("reconcile runs"),
+    )
+}
+
+#[test]
+fn reconcile_refuses_a_truncated_list_and_changes_nothing() {
+    let env = Env::with(SimConfig {
+        list_cap: Some(2),
+        ..SimConfig::default()
+    });
+    env.import(&env.file("u.csv", users_csv(0, 6)), &[])
+        .expect_code(0);
+    let before = env.rows();
+    let run = reconcile(&env, &["--fix"]);
+    run.expect_code(1);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {}", run.stderr);
+    assert!(
+        lines[0].contains("holds 2 users but says there are 6: it is truncated"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before, "nothing changed");
+}
+
+#[test]
+fn reconcile_fix_on_an_empty_list_needs_force_and_keeps_every_user_id_in_the_history() {
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 4)), &[])
+        .expect_code(0);
+    let remote = env.remote();
+    // One user has another UserID at Verigator now, then all of them are gone.
+    let moved = &remote["user0@example.com"];
+    assert!(env.sim.remove_user(SERVICE, moved));
+    let new_uid = env
+        .sim
+        .insert_user(SERVICE, "user0@example.com", "+37250000000");
+    let run = reconcile(&env, &["--fix"]);
+    run.expect_code(0);
+    assert_eq!(
+        env.rows()["user0@example.com"].user_id.as_ref(),
+        Some(&new_uid)
+    );
+    for user in env.sim.users(SERVICE) {
+        assert!(env.sim.remove_user(SERVICE, &user.id));
+    }
+
+    let before = env.rows();
+    let run = reconcile(&env, &["--fix"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("the user list is empty but the ledger holds 4 UserIDs")
+            && run
+                .stderr
+                .contains("--fix --force would mark those 4 rows retry"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before, "--fix alone changed nothing");
+
+    reconcile(&env, &["--fix", "--force"]).expect_code(0);
+    let rows = env.rows();
+    assert!(
+        rows.values()
+            .all(|r| r.status == "retry" && r.user_id.is_none())
+    );
+
+    let history = Run::of(
+        env.cmd()
+            .args(["export", "--history"])
+            .output()
+            .expect("export"),
+    );
+    history.expect_code(0);
+    let mut lines = history.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("service_id,id_in_service,kind,old_user_id,new_user_id,old_phone,new_phone,at")
+    );
+    let entries: Vec<&str> = lines.collect();
+    assert_eq!(entries.len(), 5, "{}", history.stdout);
+    // Every UserID the ledger ever held is still there: the first one of user0 and all of the last.
+    for uid in remote.values().chain(std::iter::once(&new_uid)) {
+        assert!(
+            history.stdout.contains(uid.as_str()),
+            "{uid} kept: {}",
+            history.stdout
+        );
+    }
+    assert!(
+        history.stdout.contains("user_id_differs")
+            && history.stdout.contains("missing_at_verigator")
+    );
+    let status = Run::of(env.cmd().arg("status").output().expect("status"));
+    assert!(
+        status
+            .stdout
+            .contains("0 replaced (--apply-changes), 5 fixed (reconcile --fix)"),
+        "{}",
+        status.stdout
+    );
+    // The export's own header is a contract: unchanged.
+    let export = Run::of(env.cmd().arg("export").output().expect("export"));
+    assert!(export.stdout.starts_with(
+        "service_id,id_in_service,phone_number,user_id,status,ctime,updated_at,last_error\n"
+    ));
+}
