@@ -4,8 +4,46 @@
 
 mod support;
 
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
 use support::{Env, Run, SERVICE, users_csv};
 use verigator_sync::simulator::SimConfig;
+
+/// Runs `sql` on the test's ledger.
+fn sql(env: &Env, sql: &str) {
+    rusqlite::Connection::open(env.ledger())
+        .and_then(|c| c.execute_batch(sql))
+        .expect("sql on the ledger");
+}
+/// `import` with `args`, running in the background with its output piped.
+fn spawn_import(env: &Env, args: &[&str]) -> Child {
+    env.cmd()
+        .args(["import", "--json", "--no-progress"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn import")
+}
+/// Waits until `done` holds, for at most 30 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
 
 /// A value of one query on the test's ledger.
 fn query<T: rusqlite::types::FromSql>(env: &Env, sql: &str) -> T {
@@ -283,4 +321,121 @@ fn reconcile_fix_on_an_empty_list_needs_force_and_keeps_every_user_id_in_the_his
     assert!(export.stdout.starts_with(
         "service_id,id_in_service,phone_number,user_id,status,ctime,updated_at,last_error\n"
     ));
+}
+
+/// `n` users with the phones of [`users_csv`] shifted by `shift`: the same ids, other phones.
+fn users_with_phones(n: usize, shift: usize) -> String {
+    let mut s = String::from("id_in_service,phone_number\n");
+    for i in 0..n {
+        s.push_str(&format!("user{i}@example.com,+3726{:07}\n", i + shift));
+    }
+    s
+}
+
+#[test]
+fn a_replacement_cut_short_after_its_delete_forgets_the_deleted_user_id() {
+    let env = Env::with(SimConfig {
+        latency: Duration::from_millis(400),
+        ..SimConfig::default()
+    });
+    env.import(
+        &env.file("u.csv", users_csv(0, 20)),
+        &["--concurrency", "20"],
+    )
+    .expect_code(0);
+    let old = env.remote();
+    let changed = env.file("v.csv", users_with_phones(20, 0));
+    let child = spawn_import(
+        &env,
+        &[
+            "--rate",
+            "0",
+            "--concurrency",
+            "20",
+            "--apply-changes",
+            changed.to_str().expect("utf-8"),
+        ],
+    );
+    wait_until("every old user deleted", || env.sim.stats().deleted == 20);
+    // The creates are in flight: a second signal stops at once, before their answers.
+    signal(&child, "-INT");
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&child, "-INT");
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(3);
+    let rows = env.rows();
+    for (id, uid) in &old {
+        let row = &rows[id];
+        assert_ne!(
+            row.user_id.as_ref(),
+            Some(uid),
+            "{id} keeps a deleted UserID: {row:?}"
+        );
+    }
+    // Every UserID the ledger hands out exists; the old ones are in the history.
+    let remote = env.remote();
+    for row in rows.values() {
+        if let Some(uid) = &row.user_id {
+            assert_eq!(remote.get(&row.id_in_service), Some(uid), "{row:?}");
+        }
+    }
+    let history: i64 = query(&env, "SELECT count(*) FROM replacements");
+    assert_eq!(history, 20);
+    // A plain rerun settles every user with the new phone.
+    env.import(&changed, &[]).expect_code(0);
+    env.assert_ledger_matches_remote();
+    for user in env.sim.users(SERVICE) {
+        assert!(user.phone_number.starts_with("+3726"), "{user:?}");
+    }
+    assert_eq!(env.rows().len(), 20);
+}
+
+#[test]
+fn a_409_after_a_lost_answer_with_another_phone_is_a_change_not_present() {
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 3)), &[])
+        .expect_code(0);
+    // The first create of user1 reached Verigator with its old phone, but its answer was lost.
+    sql(
+        &env,
+        "UPDATE users SET status = 'retry', user_id = NULL WHERE id_in_service = 'user1@example.com'",
+    );
+    let mut text = users_csv(0, 3);
+    text = text.replace(
+        "user1@example.com,+37250000001",
+        "user1@example.com,+37259999999",
+    );
+    let csv = env.file("v.csv", text);
+    let run = env.import(&csv, &[]);
+    run.expect_code(1);
+    assert_eq!((run.count("changed"), run.count("present")), (1, 0));
+    assert!(
+        run.stderr.contains("created earlier with +3725****01"),
+        "{}",
+        run.stderr
+    );
+    let row = &env.rows()["user1@example.com"];
+    assert_eq!(
+        (
+            row.status.as_str(),
+            row.phone_number.as_str(),
+            row.user_id.as_ref()
+        ),
+        (
+            "present",
+            "+37250000001",
+            env.remote().get("user1@example.com")
+        )
+    );
+    // The next run sees the change again, and --apply-changes replaces the user.
+    env.import(&csv, &[]).expect_code(1);
+    env.import(&csv, &["--apply-changes"]).expect_code(0);
+    let user1 = env
+        .sim
+        .users(SERVICE)
+        .into_iter()
+        .find(|u| u.id_in_service == "user1@example.com")
+        .expect("user1");
+    assert_eq!(user1.phone_number, "+37259999999");
+    env.assert_ledger_matches_remote();
 }

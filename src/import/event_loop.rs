@@ -13,7 +13,7 @@ use tokio::signal::unix::Signal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::plan::Job;
-use super::send::Sending;
+use super::send::{self, Sending};
 use super::{HANDFUL, HANDFUL_AGE, ImportError, Run, TICK};
 use crate::client::Client;
 use crate::input::InputError;
@@ -191,6 +191,12 @@ impl Run<'_> {
                 Some("no answer before the run stopped"),
                 false,
             );
+            if let Some(change) = send::unanswered(&job) {
+                self.keep(writer::Row {
+                    change,
+                    replacement: None,
+                });
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! duplicate, changed). Tracks which ids this run has seen so that duplicates inside one file are
 //! caught without holding every id in memory. Reads the ledger; never writes it or the network.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Mode;
@@ -21,6 +22,23 @@ pub struct Job {
     pub replace: Option<Replace>,
     /// Whether the ledger already has a row for this id (retry, failed or replaced rows).
     pub known: bool,
+    /// For a `retry` row, the phone its last create sent when the file now has another: if that
+    /// create reached Verigator (its answer was lost), Verigator holds this phone.
+    pub last_sent: Option<String>,
+    /// How far a replacement got, for a run that stops before its answer.
+    pub trip: Cell<Trip>,
+}
+
+/// How far a replacement's requests got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trip {
+    /// Nothing sent yet.
+    #[default]
+    Waiting,
+    /// The delete of the old user may have reached Verigator.
+    Deleting,
+    /// The old user is gone; the create may have reached Verigator.
+    Deleted,
 }
 
 /// The user to delete before creating it again with the new phone.
@@ -161,6 +179,8 @@ impl Planner {
                 user,
                 replace: None,
                 known: false,
+                last_sent: None,
+                trip: Cell::default(),
             });
         };
         if let Some((first, phone)) = self.seen.get(entry.rowid, &entry.phone_number) {
@@ -187,10 +207,13 @@ impl Planner {
                 keep(user, Outcome::Skipped, Some(reason), false)
             }
             (Status::Failed | Status::Retry, _) => Decision::Send(Job {
+                last_sent: (entry.status == Status::Retry && !same_phone)
+                    .then_some(entry.phone_number),
                 line,
                 user,
                 replace: None,
                 known: true,
+                trip: Cell::default(),
             }),
         }
     }
@@ -214,6 +237,8 @@ impl Planner {
                         old_user_id,
                         old_phone: entry.phone_number,
                     }),
+                    last_sent: None,
+                    trip: Cell::default(),
                 });
             }
             (None, true) => {

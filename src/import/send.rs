@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::plan::{Job, Replace};
+use super::plan::{Job, Replace, Trip};
 use crate::client::{Attempted, Client, Created, Deleted, Retried};
 use crate::ledger::{Change, Status};
+use crate::phone::mask_phone;
 use crate::report::Outcome;
 
 /// What a sent row got back: the delete of a replacement (if any), then the create.
@@ -20,7 +21,7 @@ pub struct Answer {
     /// The replacements-history row written before the delete.
     pub history: Option<i64>,
     /// The delete's result, for a replacement.
-    pub deleted: Option<Retried<Deleted>>,
+    pub deleted: Option<Attempted<Deleted>>,
     /// The create's result.
     pub created: Attempted<Created>,
 }
@@ -100,19 +101,25 @@ async fn send(
                     let why = "the ledger could not record the replacement".to_string();
                     return Answer {
                         history: None,
-                        deleted: Some(Retried::Stopped(Some(why))),
+                        deleted: Some(Attempted {
+                            result: Retried::Stopped(Some(why)),
+                            attempts: 0,
+                        }),
                         created: not_created(),
                     };
                 }
             }
         }
+        job.trip.set(Trip::Deleting);
         let attempted = client.delete_user(service, &replace.old_user_id).await;
         let gone = matches!(
             attempted.result,
             Retried::Done(Deleted::Gone | Deleted::AlreadyGone)
         );
-        deleted = Some(attempted.result);
-        if !gone {
+        deleted = Some(attempted);
+        if gone {
+            job.trip.set(Trip::Deleted);
+        } else {
             return Answer {
                 history: history_id,
                 deleted,
@@ -155,6 +162,8 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         user,
         replace,
         known,
+        last_sent,
+        trip: _,
     } = job;
     let attempts = answer.created.attempts;
     let mut done = Settled {
@@ -176,22 +185,60 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         settled: false,
         fatal: None,
     };
-    if let Some(deleted) = answer.deleted
-        && let Some((outcome, reason)) = delete_failure(deleted, &mut done)
+    if let (Some(deleted), Some(old)) = (answer.deleted, &replace)
+        && let Some((outcome, reason)) = delete_failure(deleted, old, &mut done)
     {
-        // The ledger row keeps the old phone and UserID, so the next run tries again.
         done.outcome = outcome;
         done.reason = Some(reason);
         return done;
     }
-    (done.outcome, done.settled, done.write) =
-        created(answer.created.result, &mut done, replace.as_ref(), verbose);
+    (done.outcome, done.settled, done.write) = created(
+        answer.created.result,
+        &mut done,
+        replace.as_ref(),
+        last_sent,
+        verbose,
+    );
     done
 }
 
-/// Why a replacement's delete did not clear the way for the create, if it did not.
-fn delete_failure(deleted: Retried<Deleted>, done: &mut Settled) -> Option<(Outcome, String)> {
-    match deleted {
+/// What the ledger must record for a row whose requests got no answer before the run stopped:
+/// only a replacement whose delete may have gone out. Its old UserID is in the history already;
+/// the row becomes `retry` without a UserID, with the phone Verigator may hold.
+pub fn unanswered(job: &Job) -> Option<Change> {
+    let old = job.replace.as_ref()?;
+    let phone = match job.trip.get() {
+        Trip::Waiting => return None,
+        Trip::Deleting => &old.old_phone,
+        Trip::Deleted => &job.user.phone_number,
+    };
+    Some(Change {
+        id_in_service: job.user.id_in_service.clone(),
+        phone_number: phone.clone(),
+        status: Status::Retry,
+        user_id: None,
+        ctime: None,
+        attempts: 0,
+        last_error: Some("replacement cut short: no answer before the run stopped".into()),
+        known: true,
+    })
+}
+
+/// Why a replacement's delete did not clear the way for the create, if it did not. A refused
+/// delete leaves the ledger row as it was (old phone and UserID), so the next run tries again. A
+/// delete whose answer was lost may have gone through: the row becomes `retry` with the old phone
+/// and no UserID (the old UserID is in the history), which the next run settles either way.
+fn delete_failure(
+    deleted: Attempted<Deleted>,
+    old: &Replace,
+    done: &mut Settled,
+) -> Option<(Outcome, String)> {
+    let uncertain = deleted.attempts > 0
+        && matches!(
+            deleted.result,
+            Retried::GaveUp(_) | Retried::Stopped(Some(_))
+        );
+    let failure = match deleted.result {
         Retried::Done(Deleted::Gone | Deleted::AlreadyGone) => None,
         Retried::Done(Deleted::Fatal(fatal)) => {
             done.fatal = Some(fatal.to_string());
@@ -209,7 +256,13 @@ fn delete_failure(deleted: Retried<Deleted>, done: &mut Settled) -> Option<(Outc
             Outcome::Retry,
             why.unwrap_or_else(|| "the run stopped before the old user was deleted".into()),
         )),
+    };
+    if uncertain && let Some((_, reason)) = &failure {
+        done.write = true;
+        done.change.phone_number = old.old_phone.clone();
+        done.change.last_error = Some(reason.clone());
     }
+    failure
 }
 
 /// What the create's result means: the row's outcome, whether it is settled, and whether the
@@ -218,6 +271,7 @@ fn created(
     result: Retried<Created>,
     done: &mut Settled,
     replace: Option<&Replace>,
+    last_sent: Option<String>,
     verbose: bool,
 ) -> (Outcome, bool, bool) {
     let attempts = done.change.attempts;
@@ -248,7 +302,18 @@ fn created(
         }
         Retried::Done(Created::Exists) => {
             change.status = Status::Present;
-            (Outcome::Present, true, true)
+            let Some(earlier) = last_sent else {
+                return (Outcome::Present, true, true);
+            };
+            // An earlier create sent `earlier` and its answer was lost: that is the phone
+            // Verigator holds, so the ledger says so and the next run sees the change.
+            done.reason = Some(format!(
+                "present at Verigator, created earlier with {} (that answer was lost) but the file has {}; not sent (--apply-changes replaces the user)",
+                mask_phone(&earlier),
+                mask_phone(&change.phone_number)
+            ));
+            change.phone_number = earlier;
+            (Outcome::Changed, false, true)
         }
         Retried::Done(Created::Rejected(why)) => {
             change.status = Status::Failed;
@@ -259,7 +324,8 @@ fn created(
         Retried::Done(Created::Fatal(fatal)) => {
             done.reason = Some(fatal.to_string());
             done.fatal = Some(fatal.to_string());
-            (Outcome::Retry, false, false)
+            // After a replacement's delete the old UserID is gone: the row must say so.
+            (Outcome::Retry, false, replace.is_some())
         }
         Retried::GaveUp(why) => {
             done.reason = Some(why.clone());
@@ -296,6 +362,8 @@ mod tests {
                 old_phone: "+37255555550".into(),
             }),
             known,
+            last_sent: None,
+            trip: std::cell::Cell::default(),
         }
     }
 
@@ -388,7 +456,10 @@ mod tests {
             1,
         );
         answer.history = Some(3);
-        answer.deleted = Some(Retried::Done(Deleted::Gone));
+        answer.deleted = Some(Attempted {
+            result: Retried::Done(Deleted::Gone),
+            attempts: 1,
+        });
         let done = settle(job(true, true), answer, false);
         assert_eq!(
             (done.outcome, done.replacement),
@@ -396,9 +467,46 @@ mod tests {
         );
         assert_eq!(done.reason.as_deref(), Some("UserID old replaced by new"));
         let mut answer = created(Retried::Stopped(None), 0);
-        answer.deleted = Some(Retried::Done(Deleted::Refused("no".into())));
+        answer.deleted = Some(Attempted {
+            result: Retried::Done(Deleted::Refused("no".into())),
+            attempts: 1,
+        });
         let done = settle(job(true, true), answer, false);
         assert_eq!((done.outcome, done.write), (Outcome::Failed, false));
         assert!(done.reason.is_some_and(|r| r.contains("refused")));
+    }
+
+    #[test]
+    fn a_replacement_whose_delete_went_through_is_written_without_the_old_user_id() {
+        let gone = || {
+            Some(Attempted {
+                result: Retried::Done(Deleted::Gone),
+                attempts: 1,
+            })
+        };
+        let mut answer = created(Retried::Done(Created::Fatal(Fatal::Unauthorized)), 1);
+        answer.deleted = gone();
+        let done = settle(job(true, true), answer, false);
+        assert!(done.write && done.fatal.is_some());
+        assert_eq!(
+            (done.change.status, done.change.user_id.as_deref()),
+            (Status::Retry, None)
+        );
+        assert_eq!(done.change.phone_number, "+37255555555", "the new phone");
+        // A delete whose answer was lost may have gone through: no UserID, the old phone.
+        let mut answer = created(Retried::Stopped(None), 0);
+        answer.deleted = Some(Attempted {
+            result: Retried::GaveUp("reset (after 6 attempts)".into()),
+            attempts: 6,
+        });
+        let done = settle(job(true, true), answer, false);
+        assert!(done.write);
+        assert_eq!(
+            (
+                done.change.user_id.as_deref(),
+                done.change.phone_number.as_str()
+            ),
+            (None, "+37255555550")
+        );
     }
 }
