@@ -20,6 +20,7 @@
 //!   writer and lookup threads.
 //! - [`client`]: the Verigator HTTP client: wire types, answers, retries, the user list.
 //! - [`throttle`]: the rate limiter, backoff, the shared 429 pause and the stop flag.
+//! - [`signals`]: SIGINT/SIGTERM raise the stop flag in every phase of a run.
 //! - [`import`]: one run: setup, the event loop, plan, send, the end of the run.
 //! - [`report`]: outcomes, the summary, the row report, `status`, `export`, progress.
 //! - [`reconcile`]: comparing the service's users at Verigator with the ledger.
@@ -39,6 +40,7 @@ pub mod ledger;
 pub mod phone;
 pub mod reconcile;
 pub mod report;
+pub mod signals;
 pub mod simulator;
 pub mod throttle;
 pub mod user;

@@ -13,6 +13,7 @@ use crate::client::{Client, ClientError, ListError, Retried, UserList};
 use crate::config::ReconcileConfig;
 use crate::exit;
 use crate::ledger::{Ledger, LedgerError, Status};
+use crate::signals::Signals;
 use crate::throttle::Stop;
 
 /// Why reconcile could not compare.
@@ -201,7 +202,13 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     } else {
         Ledger::open_read_only(&config.ledger)?
     };
-    let list = user_list(config).await?;
+    let stop = Stop::default();
+    let signals = Signals::watch(stop.clone())
+        .map_err(|e| ReconcileError::Interrupted(format!("cannot install signal handlers: {e}")))?;
+    let list = user_list(config, stop.clone()).await?;
+    if signals.count() > 0 {
+        return Err(ReconcileError::Interrupted("nothing was changed".into()));
+    }
     if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
         return Err(ReconcileError::Truncated {
             held: list.users.len() as u64,
@@ -225,6 +232,9 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         ..Findings::default()
     };
     for (id, status, ledger_uid) in rows {
+        if stop.is_triggered() {
+            break;
+        }
         let remote_uid = remote.remove(&id);
         let Some(kind) = findings.classify(status, ledger_uid.as_ref(), remote_uid.as_ref()) else {
             continue;
@@ -259,20 +269,26 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         ));
     }
     ledger.commit()?;
+    if signals.count() > 0 {
+        return Err(ReconcileError::Interrupted(format!(
+            "the {} fixes made before it are committed; run reconcile again",
+            findings.fixed
+        )));
+    }
     Ok(findings)
 }
 
 /// The service's user list, or why it cannot be had.
-async fn user_list(config: &ReconcileConfig) -> Result<UserList, ReconcileError> {
-    let client = Client::new(&config.client, Stop::default())?;
+async fn user_list(config: &ReconcileConfig, stop: Stop) -> Result<UserList, ReconcileError> {
+    let client = Client::new(&config.client, stop)?;
     match client.list_users(&config.service_id).await.result {
         Retried::Done(Ok(list)) => Ok(list),
         Retried::Done(Err(ListError::Fatal(fatal))) => Err(ReconcileError::List(fatal.to_string())),
         Retried::Done(Err(e)) => Err(ReconcileError::List(e.to_string())),
-        Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => Err(ReconcileError::List(
-            format!("listing users failed: {reason}"),
-        )),
-        Retried::Stopped(None) => Err(ReconcileError::List("listing users was interrupted".into())),
+        Retried::GaveUp(reason) => Err(ReconcileError::List(format!(
+            "listing users failed: {reason}"
+        ))),
+        Retried::Stopped(_) => Err(ReconcileError::Interrupted("nothing was changed".into())),
     }
 }
 

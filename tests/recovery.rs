@@ -439,3 +439,157 @@ fn a_409_after_a_lost_answer_with_another_phone_is_a_change_not_present() {
     assert_eq!(user1.phone_number, "+37259999999");
     env.assert_ledger_matches_remote();
 }
+
+#[test]
+fn a_signal_during_the_final_user_list_interrupts_the_run() {
+    let env = Env::with(SimConfig {
+        seed: seeds(0, 3),
+        latency: Duration::from_millis(1500),
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 3));
+    let child = spawn_import(&env, &["--rate", "0", csv.to_str().expect("utf-8")]);
+    wait_until("the user list is asked for", || {
+        env.sim.stats().list_requests > 0
+    });
+    let signalled = Instant::now();
+    signal(&child, "-INT");
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(3);
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1400),
+        "the list was abandoned, not awaited: {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        run.stderr.contains("aborted: interrupted by a signal"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!((run.count("present"), run.count("unresolved")), (3, 3));
+    // Everything answered is committed; the next run resolves the UserIDs.
+    assert_eq!(env.rows().len(), 3);
+    assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), 3);
+    env.import(&csv, &[]).expect_code(0);
+    env.assert_ledger_matches_remote();
+}
+
+#[test]
+fn a_signal_during_reconcile_stops_it_with_exit_3() {
+    let env = Env::with(SimConfig {
+        latency: Duration::from_millis(1500),
+        ..SimConfig::default()
+    });
+    env.import(&env.file("u.csv", users_csv(0, 3)), &["--concurrency", "3"])
+        .expect_code(0);
+    let before = env.rows();
+    let child = env
+        .cmd()
+        .args(["reconcile", "--fix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("reconcile");
+    wait_until("the user list is asked for", || {
+        env.sim.stats().list_requests > 0
+    });
+    signal(&child, "-TERM");
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .contains("interrupted by a signal: nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before);
+}
+
+#[test]
+fn a_report_path_that_is_a_directory_is_refused_before_any_request() {
+    let env = Env::new();
+    std::fs::create_dir(env.dir.path().join("out")).expect("dir");
+    let run = env.import(&env.file("u.csv", users_csv(0, 3)), &["--report", "out"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("--report out: is a directory"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.sim.stats().create_requests, 0);
+}
+
+#[test]
+fn a_report_that_cannot_be_saved_after_sending_aborts_with_a_summary() {
+    let env = Env::with(SimConfig {
+        latency: Duration::from_millis(30),
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 200));
+    let child = spawn_import(
+        &env,
+        &[
+            "--rate",
+            "0",
+            "--concurrency",
+            "2",
+            "--report",
+            "r.csv",
+            csv.to_str().expect("utf-8"),
+        ],
+    );
+    wait_until("some users created", || env.sim.stats().created >= 5);
+    // The report's place is taken by a directory: moving the report there fails at the end.
+    std::fs::create_dir(env.dir.path().join("r.csv")).expect("dir");
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(3);
+    assert_eq!(run.count("synced"), 200);
+    assert!(
+        run.stderr
+            .contains("aborted: the report could not be written: --report r.csv"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), 3);
+    env.assert_ledger_matches_remote();
+}
+
+#[test]
+fn an_input_that_breaks_after_sending_aborts_with_a_summary() {
+    use std::io::Write;
+    let env = Env::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let mut feed =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (input, _) = listener.accept().expect("accept");
+    let back = input.try_clone().expect("clone");
+    let child = env
+        .cmd()
+        .args(["import", "--json", "--no-progress", "--rate", "0", "-"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(input)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The reader hands over 512 rows at a time: feed several chunks.
+    feed.write_all(users_csv(0, 2000).as_bytes()).expect("feed");
+    wait_until("the rows fed are registered", || {
+        env.sim.stats().created >= 1536
+    });
+    // Unread data in `feed` turns its close into a reset: the importer's next read fails.
+    (&back).write_all(b"x").expect("write back");
+    std::thread::sleep(Duration::from_millis(50));
+    drop(feed);
+    drop(back);
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(3);
+    assert!(run.count("synced") >= 1536, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("aborted: the input broke part-way: <stdin>:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), 3);
+    env.assert_ledger_matches_remote();
+}

@@ -75,10 +75,19 @@ impl Client {
                 () = self.throttle.acquire() => {}
             }
             attempts += 1;
-            let step = match self
-                .exchange(method.clone(), url.clone(), body.clone())
-                .await
-            {
+            let exchange = self.exchange(method.clone(), url.clone(), body.clone());
+            // A read changes nothing at Verigator, so a stop abandons it (a large user list can
+            // take minutes); a create or delete in flight is waited for, so its answer is recorded.
+            let exchange = if method == Method::GET {
+                tokio::select! {
+                    biased;
+                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                    exchange = exchange => exchange,
+                }
+            } else {
+                exchange.await
+            };
+            let step = match exchange {
                 Exchange::Transport(reason) => Step::Again {
                     reason,
                     floor: None,

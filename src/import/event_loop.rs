@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::signal::unix::Signal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::plan::Job;
@@ -21,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::ledger::lookup::{Chunk, Looked, Lookups};
 use crate::ledger::writer::{self, Event, Writer};
 use crate::report::Outcome;
+use crate::signals::Signals;
 use crate::throttle::Stop;
 
 async fn next_event(events: &mut Option<UnboundedReceiver<Event>>) -> Option<Event> {
@@ -59,7 +59,7 @@ impl Run<'_> {
         stop: &Stop,
         mut chunks: Lookups,
         bytes: &AtomicU64,
-        (mut sigint, mut sigterm): (Signal, Signal),
+        signals: &mut Signals,
     ) -> Result<Option<InputError>, ImportError> {
         let concurrency = self.config.client.concurrency.get();
         let mut p = Pumping::default();
@@ -72,8 +72,8 @@ impl Run<'_> {
             let wants_input = !p.input_done && !stop.is_triggered() && p.queue.len() < concurrency;
             tokio::select! {
                 biased;
-                _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
-                    if self.on_signal(&mut p, stop) {
+                count = signals.next() => {
+                    if self.on_signal(&mut p, count) {
                         break;
                     }
                 }
@@ -120,20 +120,20 @@ impl Run<'_> {
             let history = self.replacement(&job);
             p.in_flight
                 .push(self.flying.launch(job, client, &self.service, history));
+            self.launched += 1;
         }
     }
 
-    /// A first signal stops new requests and waits for those in flight (up to a timeout); a
-    /// second one stops at once. Returns whether to stop now.
-    fn on_signal(&mut self, p: &mut Pumping, stop: &Stop) -> bool {
-        if p.signalled {
+    /// A first signal (which raised the stop flag already) stops new requests and waits for those
+    /// in flight (up to a timeout); a second one stops at once. Returns whether to stop now.
+    fn on_signal(&mut self, p: &mut Pumping, count: u32) -> bool {
+        self.abort("interrupted by a signal".into());
+        if count > 1 || p.signalled {
             self.progress
                 .println("second signal: stopping now; requests in flight are left as retry");
             return true;
         }
         p.signalled = true;
-        self.abort("interrupted by a signal".into());
-        stop.trigger();
         p.deadline = Some(tokio::time::Instant::now() + self.config.client.timeout);
         self.progress.println(
             "stopping: no new requests; waiting for those in flight (signal again to stop at once)",

@@ -10,6 +10,7 @@ use crate::client::{Client, ListError, ListedUser, Retried, UserList};
 use crate::input::InputError;
 use crate::ledger::{Ledger, LedgerError, Unresolved};
 use crate::report::{Outcome, Summary};
+use crate::signals::Signals;
 use crate::throttle::Stop;
 
 impl Run<'_> {
@@ -44,7 +45,7 @@ impl Run<'_> {
         closed: Option<Ledger>,
         input_error: Option<InputError>,
         client: &Client,
-        stop: &Stop,
+        (stop, signals): (&Stop, &Signals),
         started: Instant,
     ) -> Result<Summary, ImportError> {
         let config = self.config;
@@ -57,9 +58,25 @@ impl Run<'_> {
             Err(e) if config.mode.dry_run => return Err(self.fail(None, e.into())),
             Err(e) => return Err(self.fail(ledger, ImportError::Recording(e))),
         };
+        // A signal in any phase (the user list, the last commit) makes the run interrupted.
+        if signals.count() > 0 {
+            self.abort("interrupted by a signal".into());
+        }
         self.progress.finish();
+        let input_error =
+            input_error.filter(|e| !self.is_late(format!("the input broke part-way: {e}")));
+        let unsaved = self.save_report().filter(|e| {
+            let path = config
+                .report
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            !self.is_late(format!(
+                "the report could not be written: --report {path}: {e}"
+            ))
+        });
         let summary = self.summary(unresolved, started);
-        let code = if input_error.is_some() {
+        let code = if input_error.is_some() || unsaved.is_some() {
             crate::exit::USAGE
         } else {
             summary.exit_code()
@@ -69,15 +86,31 @@ impl Run<'_> {
         {
             return Err(self.fail(None, ImportError::Recording(e)));
         }
-        if let Some(e) = self.report_failure.take() {
+        if let Some(e) = unsaved {
             return Err(report_error(config, e));
-        }
-        if let Some(report) = self.report.take() {
-            report.finish().map_err(|e| report_error(config, e))?;
         }
         match input_error {
             Some(e) => Err(e.into()),
             None => Ok(summary),
+        }
+    }
+
+    /// Whether a failure comes after requests were sent: then it aborts the run (which still ends
+    /// with its summary), and `why` says so. Before any request, it is a usage error.
+    fn is_late(&mut self, why: String) -> bool {
+        if self.launched == 0 {
+            return false;
+        }
+        self.abort(why);
+        true
+    }
+
+    /// Moves the report into place; returns why it could not be written, if it could not.
+    fn save_report(&mut self) -> Option<std::io::Error> {
+        match (self.report_failure.take(), self.report.take()) {
+            (Some(e), _) => Some(e),
+            (None, Some(report)) => report.finish().err(),
+            (None, None) => None,
         }
     }
 

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::client::{Client, ClientError};
@@ -33,6 +32,7 @@ use crate::ledger::writer::{self, Event, Writer};
 use crate::ledger::{Ledger, LedgerError, RunCounts};
 use crate::report::progress::Progress;
 use crate::report::{RowReport, Summary};
+use crate::signals::Signals;
 use crate::throttle::Stop;
 use plan::Planner;
 use send::Flying;
@@ -97,10 +97,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         .map_err(|e| report_error(config, e))?;
     let stop = Stop::default();
     let client = Arc::new(Client::new(&config.client, stop.clone())?);
-    let signals = (
-        signal(SignalKind::interrupt()).map_err(ImportError::Signals)?,
-        signal(SignalKind::terminate()).map_err(ImportError::Signals)?,
-    );
+    let mut signals = Signals::watch(stop.clone()).map_err(ImportError::Signals)?;
     let (mut run, looking) = Run::start(config, &reader, report)?;
     let commits = run.writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
@@ -108,7 +105,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let looked = lookup::spawn(looking, &config.service_id, &commits, chunks)
         .map_err(ImportError::Thread)?;
     let pumped = run
-        .pump(Arc::clone(&client), &stop, looked, &bytes, signals)
+        .pump(Arc::clone(&client), &stop, looked, &bytes, &mut signals)
         .await;
     // Whatever stopped the loop, rows already answered reach the ledger.
     let closed = run.close();
@@ -118,7 +115,7 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
         (_, Err(e)) => return Err(run.fail(None, e)),
         (Err(e), Ok(closed)) => return Err(run.fail(closed, e)),
     };
-    run.conclude(closed, input_error, &client, &stop, started)
+    run.conclude(closed, input_error, &client, (&stop, &signals), started)
         .await
 }
 
@@ -153,6 +150,8 @@ struct Run<'a> {
     unsettled: u64,
     aborted: Option<String>,
     flying: Flying,
+    /// Rows whose requests were started: once there are any, a failure is an abort with a summary.
+    launched: u64,
     /// The ServiceID, shared by the requests.
     service: Rc<str>,
 }
@@ -196,6 +195,7 @@ impl<'a> Run<'a> {
             unsettled: 0,
             aborted: None,
             flying: Flying::default(),
+            launched: 0,
             service: Rc::from(config.service_id.as_str()),
         };
         Ok((run, looking))

@@ -26,7 +26,20 @@ pub const ROW_REPORT_HEADER: [&str; 5] =
 
 impl RowReport {
     /// Starts a report that will be written to `path`.
+    /// A path that cannot take the report (a directory, a file that cannot be written) is refused
+    /// here, before the first request.
     pub fn create(path: &std::path::Path) -> io::Result<RowReport> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(io::Error::other(
+                    "is a directory; name a file for the report",
+                ));
+            }
+            // Opened without truncating: the old report stays until the new one replaces it.
+            Ok(_) => drop(std::fs::OpenOptions::new().append(true).open(path)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
