@@ -90,6 +90,10 @@ pub struct ImportArgs {
     /// Seconds to wait for one answer.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Stop the run (exit 3) when every request has failed transiently (connection errors,
+    /// timeouts, 5xx, 429) for this many seconds: the API is down.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub outage_timeout: f64,
     /// The header of the id column (default: the first of id_in_service, username, email, login).
     #[arg(long)]
     pub id_column: Option<String>,

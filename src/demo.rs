@@ -106,6 +106,7 @@ fn demo_config(
             burst: NonZeroU32::MIN,
             max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
             timeout: Duration::from_secs(30),
+            outage_timeout: crate::config::DEFAULT_OUTAGE_TIMEOUT,
         },
         json: false,
         progress: true,

@@ -593,3 +593,127 @@ fn an_input_that_breaks_after_sending_aborts_with_a_summary() {
     assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), 3);
     env.assert_ledger_matches_remote();
 }
+
+#[test]
+fn an_api_that_stays_down_stops_the_run_at_the_outage_timeout() {
+    let env = Env::with(SimConfig {
+        outage: true,
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 300));
+    let started = Instant::now();
+    let run = env.import(&csv, &["--outage-timeout", "2"]);
+    run.expect_code(3);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("exit 3: aborted: the API is unreachable since ")),
+        "{}",
+        run.stderr
+    );
+    let sent = env.sim.stats().create_requests;
+    assert!(sent < 300, "rows were not burnt through: {sent} requests");
+    // Rows sent are recorded (as retry: the server may have them); rows never sent are untouched.
+    let rows = env.rows();
+    assert!(
+        rows.values().all(|r| r.status == "retry" && r.attempts > 0),
+        "{rows:?}"
+    );
+    assert!(rows.len() < 300);
+    assert_eq!(query::<i64>(&env, "SELECT exit_code FROM runs"), 3);
+}
+
+#[test]
+fn through_an_outage_one_probe_at_a_time_then_the_run_finishes() {
+    let env = Env::with(SimConfig {
+        outage: true,
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 30));
+    let child = spawn_import(
+        &env,
+        &[
+            "--rate",
+            "0",
+            "--concurrency",
+            "8",
+            "--max-attempts",
+            "100",
+            csv.to_str().expect("utf-8"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(11));
+    let before = env.sim.stats().create_requests;
+    std::thread::sleep(Duration::from_secs(2));
+    let probes = env.sim.stats().create_requests - before;
+    assert!(
+        probes <= 4,
+        "one request at a time, spaced: {probes} in 2 s"
+    );
+    env.sim.set_outage(false);
+    let run = Run::of(child.wait_with_output().expect("wait"));
+    run.expect_code(0);
+    assert_eq!(run.count("synced"), 30);
+    env.assert_ledger_matches_remote();
+    assert_eq!(env.sim.stats().created, 30, "each created once");
+}
+
+#[test]
+fn random_kills_at_any_moment_lose_no_user_id_and_register_nobody_twice() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    eprintln!("random kills with seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let env = Env::with(SimConfig {
+        fail_rate: 0.1,
+        reset_rate: 0.05,
+        latency: Duration::from_millis(5),
+        ..SimConfig::default()
+    });
+    let n = 1500;
+    let csv = env.file("u.csv", users_csv(0, n));
+    let args = [
+        "--rate",
+        "0",
+        "--concurrency",
+        "8",
+        csv.to_str().expect("utf-8"),
+    ];
+    for kill in 0..12 {
+        let mut child = spawn_import(&env, &args);
+        // Some kills land during start-up, the rest while sending.
+        let before = if kill % 4 == 0 {
+            rng.random_range(0..30)
+        } else {
+            rng.random_range(30..400)
+        };
+        std::thread::sleep(Duration::from_millis(before));
+        // Every third run is killed during its graceful stop.
+        if kill % 3 == 1 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+    }
+    let run = env.import(&csv, &["--concurrency", "8"]);
+    run.expect_code(0);
+    env.assert_ledger_matches_remote();
+    let remote = env.remote();
+    assert_eq!(remote.len(), n, "every user registered");
+    assert_eq!(env.sim.stats().created, n as u64, "nobody registered twice");
+    let rows = env.rows();
+    assert!(
+        rows.values().all(|r| r.user_id.is_some()),
+        "every UserID known"
+    );
+    let check: String = query(&env, "PRAGMA integrity_check");
+    assert_eq!(check, "ok");
+}

@@ -10,6 +10,7 @@
 
 mod answers;
 mod list;
+mod outage;
 mod retry;
 mod wire;
 
@@ -58,6 +59,7 @@ pub struct Client {
     users: std::sync::Mutex<Option<(String, Url)>>,
     max_attempts: u32,
     throttle: Arc<Throttle>,
+    health: outage::Health,
     stop: Stop,
 }
 
@@ -91,8 +93,14 @@ impl Client {
             users: std::sync::Mutex::new(None),
             max_attempts: options.max_attempts.get(),
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
+            health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
             stop,
         })
+    }
+
+    /// Why the client stopped the run for an outage (`--outage-timeout`), once it did.
+    pub fn outage(&self) -> Option<&str> {
+        self.health.down()
     }
 
     /// `{base}/v1/service/service/{sid}/users[/{uid}]`, each id percent-encoded as one segment.

@@ -1,5 +1,6 @@
-//! The retry loop: every attempt waits for the shared limiter, transient failures back off with
-//! jitter (at least `Retry-After`), a 429 pauses every request, and the stop flag ends the wait.
+//! The retry loop: every attempt waits for the shared limiter (and, through an outage, for its
+//! turn to probe), transient failures back off with jitter (at least `Retry-After`), a 429 pauses
+//! every request, and the stop flag ends the wait.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::answers::{Step, parse_retry_after};
+use super::outage::Verdict;
 use super::{Client, describe};
 use crate::throttle::backoff;
 
@@ -69,6 +71,12 @@ impl Client {
         let mut attempts = 0;
         let mut last_reason = None;
         loop {
+            // Through an outage only a probe goes out; its slot is held until its answer is in.
+            let slot = tokio::select! {
+                biased;
+                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                slot = self.health.admit() => slot,
+            };
             tokio::select! {
                 biased;
                 () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
@@ -99,11 +107,35 @@ impl Client {
                     body,
                 } => classify(status, retry_after, &body),
             };
+            let probe_pause = match &step {
+                Step::Again { .. } => match self.health.transient() {
+                    Verdict::Retry(pause) => pause,
+                    Verdict::Down(why) => {
+                        self.stop.trigger();
+                        return Attempted {
+                            result: Retried::Stopped(Some(why)),
+                            attempts,
+                        };
+                    }
+                },
+                Step::Done(_) | Step::Later(_) => {
+                    self.health.good();
+                    Duration::ZERO
+                }
+            };
             let wait = match self.after(step, attempts) {
                 Ok(wait) => wait,
                 Err(result) => return Attempted { result, attempts },
             };
             last_reason = Some(wait.0);
+            if slot.is_some() && !probe_pause.is_zero() {
+                tokio::select! {
+                    biased;
+                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                    () = tokio::time::sleep(probe_pause) => {}
+                }
+            }
+            drop(slot);
             tokio::select! {
                 biased;
                 () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },

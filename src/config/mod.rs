@@ -72,6 +72,8 @@ pub struct ClientOptions {
     pub max_attempts: NonZeroU32,
     /// Time allowed for one answer.
     pub timeout: Duration,
+    /// How long nothing but transient failures may last before the run stops.
+    pub outage_timeout: Duration,
 }
 
 /// How much a run prints besides the summary.
@@ -125,6 +127,9 @@ pub struct ImportConfig {
     /// How much to print.
     pub verbosity: Verbosity,
 }
+
+/// How long an outage may last before a run stops (`--outage-timeout`'s default).
+pub const DEFAULT_OUTAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Everything one `reconcile` needs.
 #[derive(Clone, Debug)]
@@ -202,6 +207,7 @@ struct Pace {
     burst: NonZeroU32,
     max_attempts: NonZeroU32,
     timeout: Duration,
+    outage_timeout: Duration,
 }
 
 impl Pace {
@@ -239,6 +245,7 @@ impl Pace {
             burst,
             max_attempts,
             timeout: timeout(args.timeout)?,
+            outage_timeout: outage_timeout(args.outage_timeout)?,
         })
     }
 }
@@ -250,6 +257,18 @@ fn timeout(seconds: f64) -> Result<Duration, ConfigError> {
             flag: "timeout",
             value: seconds.to_string(),
             reason: "use more than 0 and at most 3600 seconds",
+        });
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Checks an `--outage-timeout` in seconds (up to a week).
+fn outage_timeout(seconds: f64) -> Result<Duration, ConfigError> {
+    if !seconds.is_finite() || !(1.0..=7.0 * 86400.0).contains(&seconds) {
+        return Err(ConfigError::BadNumber {
+            flag: "outage-timeout",
+            value: seconds.to_string(),
+            reason: "use 1 to 604800 seconds",
         });
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -299,6 +318,7 @@ impl ImportConfig {
                 burst: pace.burst,
                 max_attempts: pace.max_attempts,
                 timeout: pace.timeout,
+                outage_timeout: pace.outage_timeout,
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
@@ -335,6 +355,7 @@ impl ReconcileConfig {
                 burst: NonZeroU32::MIN,
                 max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
                 timeout,
+                outage_timeout: DEFAULT_OUTAGE_TIMEOUT,
             },
             fix,
             force,

@@ -58,6 +58,9 @@ impl Run<'_> {
             Err(e) if config.mode.dry_run => return Err(self.fail(None, e.into())),
             Err(e) => return Err(self.fail(ledger, ImportError::Recording(e))),
         };
+        if let Some(why) = client.outage() {
+            self.abort(why.to_string());
+        }
         // A signal in any phase (the user list, the last commit) makes the run interrupted.
         if signals.count() > 0 {
             self.abort("interrupted by a signal".into());
