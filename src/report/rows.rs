@@ -36,7 +36,10 @@ impl RowReport {
                 ));
             }
             // Opened without truncating: the old report stays until the new one replaces it.
-            Ok(_) => drop(std::fs::OpenOptions::new().append(true).open(path)?),
+            Ok(meta) if meta.is_file() => {
+                drop(std::fs::OpenOptions::new().append(true).open(path)?);
+            }
+            Ok(_) => return Err(io::Error::other("is not a regular file")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
