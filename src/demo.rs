@@ -107,6 +107,7 @@ fn demo_config(
             max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
             timeout: Duration::from_secs(30),
             outage_timeout: crate::config::DEFAULT_OUTAGE_TIMEOUT,
+            proxy: None,
         },
         json: false,
         progress: true,

@@ -84,9 +84,16 @@ impl Client {
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(options.concurrency.get())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::Setup(describe(&e)))?;
+            .redirect(reqwest::redirect::Policy::none());
+        // The proxy was decided by the config; nothing here reads the environment.
+        let http = match &options.proxy {
+            None => http.no_proxy(),
+            Some(proxy) => http.proxy(
+                reqwest::Proxy::https(proxy.expose())
+                    .map_err(|_| ClientError::Setup(format!("proxy {proxy} is not usable")))?,
+            ),
+        };
+        let http = http.build().map_err(|e| ClientError::Setup(describe(&e)))?;
         Ok(Client {
             http,
             base: options.base_url.clone(),

@@ -5,6 +5,7 @@
 //! - `secret.rs`: the credentials and the `Secret` that never prints.
 //! - `values.rs`: single values parsed and checked (service id, base URL, delimiter, region).
 
+mod proxy;
 mod secret;
 mod values;
 
@@ -17,6 +18,7 @@ use url::Url;
 
 use crate::cli::{ApiArgs, ImportArgs};
 
+pub use proxy::Proxy;
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
 pub use values::{base_url, delimiter, region, service_id};
 
@@ -74,6 +76,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// How long nothing but transient failures may last before the run stops.
     pub outage_timeout: Duration,
+    /// The proxy requests go through (https only).
+    pub proxy: Option<Proxy>,
 }
 
 /// How much a run prints besides the summary.
@@ -189,6 +193,14 @@ pub enum ConfigError {
         /// The allowed range.
         reason: &'static str,
     },
+    /// A proxy variable that is not a proxy URL (its value may hold a password: not shown).
+    #[error("{var} is not a usable proxy URL: {reason}")]
+    BadProxy {
+        /// The variable.
+        var: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A delimiter that is not one ASCII character.
     #[error("--delimiter {0:?}: give one ASCII character, e.g. ';' or '\\t'")]
     BadDelimiter(String),
@@ -250,6 +262,11 @@ impl Pace {
     }
 }
 
+/// An environment variable, if set and valid UTF-8.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Checks a `--timeout` in seconds.
 fn timeout(seconds: f64) -> Result<Duration, ConfigError> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 3600.0 {
@@ -291,6 +308,7 @@ impl ImportConfig {
         };
         let service_id = service_id(args.api.service_id)?;
         let base_url = base_url(&args.api.base_url)?;
+        let proxy = proxy::choose(&base_url, env_var)?;
         let credentials = match Credentials::from_env() {
             Ok(c) => c,
             // A plan sends nothing, so it needs no credentials.
@@ -319,6 +337,7 @@ impl ImportConfig {
                 max_attempts: pace.max_attempts,
                 timeout: pace.timeout,
                 outage_timeout: pace.outage_timeout,
+                proxy,
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
@@ -344,11 +363,15 @@ impl ReconcileConfig {
         (fix, force): (bool, bool),
     ) -> Result<Self, ConfigError> {
         let timeout = timeout(timeout_s)?;
+        let service_id = service_id(api.service_id)?;
+        let base_url = base_url(&api.base_url)?;
+        let proxy = proxy::choose(&base_url, env_var)?;
         Ok(ReconcileConfig {
-            service_id: service_id(api.service_id)?,
+            service_id,
             ledger,
             client: ClientOptions {
-                base_url: base_url(&api.base_url)?,
+                base_url,
+                proxy,
                 credentials: Credentials::from_env()?,
                 concurrency: NonZeroUsize::MIN,
                 rate: Some(DEFAULT_RATE),

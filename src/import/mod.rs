@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::client::{Client, ClientError};
-use crate::config::ImportConfig;
+use crate::config::{ImportConfig, Verbosity};
 use crate::input::{self, InputError, Reader};
 use crate::ledger::lookup;
 use crate::ledger::writer::{self, Event, Writer};
@@ -99,6 +99,12 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let client = Arc::new(Client::new(&config.client, stop.clone())?);
     let mut signals = Signals::watch(stop.clone()).map_err(ImportError::Signals)?;
     let (mut run, looking) = Run::start(config, &reader, report)?;
+    if config.verbosity == Verbosity::Verbose {
+        run.progress.println(&match &config.client.proxy {
+            Some(proxy) => format!("proxy: requests go through {proxy}"),
+            None => "proxy: none, requests go directly to the API".to_string(),
+        });
+    }
     let commits = run.writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
     let (chunks, bytes) = input::spawn(reader, lookup::LANES);
