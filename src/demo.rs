@@ -130,6 +130,7 @@ fn existing_users() -> Vec<SeedUser> {
                 service_id: None,
                 id_in_service: r.get(0)?.to_string(),
                 phone_number: phone,
+                user_id: None,
             })
         })
         .step_by(37)

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use verigator_sync::cli::{Cli, Command};
+use verigator_sync::user::printable;
 use verigator_sync::{commands, demo, exit};
 
 fn main() -> ExitCode {
@@ -19,7 +20,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
+            // Messages quote paths, ids and servers: nothing raw reaches the terminal.
+            eprintln!("error: {}", printable(&error.to_string()));
             ExitCode::from(exit::of(&error))
         }
     }

@@ -53,6 +53,33 @@ pub fn normalize_phone(
     Ok(e164)
 }
 
+/// Masks every phone number in a text for log lines (a server's reason may quote one): runs of 8
+/// to 15 digits, with or without a leading `+`.
+pub fn mask_phones_in(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let start = i;
+        let plus = bytes[i] == b'+';
+        let digits_from = if plus { i + 1 } else { i };
+        let mut end = digits_from;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        let before_is_digit = start > 0 && bytes[start - 1].is_ascii_digit();
+        if !before_is_digit && (8..=15).contains(&(end - digits_from)) {
+            out.push_str(&mask_phone(&text[start..end]));
+            i = end;
+        } else {
+            let next = text[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[i..i + next]);
+            i += next;
+        }
+    }
+    out
+}
+
 /// Masks a phone number for log lines: `+3725****67`.
 pub fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
@@ -110,6 +137,15 @@ mod tests {
             normalize_phone("07400 123456", Some(gb)).as_deref(),
             Ok("+447400123456")
         );
+    }
+
+    #[test]
+    fn masks_phones_inside_text() {
+        assert_eq!(
+            mask_phones_in("422: Invalid phone +37255555567 (also 37255555567), code 42"),
+            "422: Invalid phone +3725****67 (also 37255****67), code 42"
+        );
+        assert_eq!(mask_phones_in("ünï 1234567 ok"), "ünï 1234567 ok");
     }
 
     #[test]

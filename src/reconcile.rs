@@ -3,18 +3,21 @@
 //! is gone at Verigator, and UserIDs that differ or are unknown. Changes the ledger only with
 //! `--fix`. Knows nothing of CSV.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::client::{Client, ClientError, ListError, Retried, UserList};
+use crate::client::{
+    Client, ClientError, ListError, ListedUser, Retried, UserList, is_valid_user_id,
+};
 use crate::config::ReconcileConfig;
 use crate::exit;
 use crate::ledger::{Ledger, LedgerError, Status};
 use crate::signals::Signals;
 use crate::throttle::Stop;
+use crate::user::Escaped;
 
 /// Why reconcile could not compare.
 #[derive(Debug, Error)]
@@ -95,6 +98,8 @@ pub struct Findings {
     pub user_id_differs: u64,
     /// See [`Kind::UserIdUnknown`].
     pub user_id_unknown: u64,
+    /// Ledger rows not compared: the list gives their user a UserID that cannot be stored.
+    pub malformed: u64,
     /// Ledger rows changed by `--fix`.
     pub fixed: u64,
     /// Why `--fix` did nothing, when it held back.
@@ -108,8 +113,8 @@ pub struct Findings {
 impl Findings {
     /// 0 when nothing disagrees after any fixes, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        let unfixed = self.disagreements.len() as u64 - self.fixed;
-        if unfixed == 0 {
+        let unfixed = (self.disagreements.len() as u64).saturating_sub(self.fixed);
+        if unfixed == 0 && self.malformed == 0 {
             exit::OK
         } else {
             exit::INCOMPLETE
@@ -118,7 +123,7 @@ impl Findings {
 
     /// The short text summary.
     pub fn write_text(&self, w: &mut impl Write) -> std::io::Result<()> {
-        writeln!(w, "reconcile · service {}", self.service_id)?;
+        writeln!(w, "reconcile · service {}", Escaped(&self.service_id))?;
         writeln!(w, "  verigator users       {:>9}", self.verigator_users)?;
         writeln!(w, "  ledger rows           {:>9}", self.ledger_rows)?;
         writeln!(w, "  agree                 {:>9}", self.agree)?;
@@ -147,6 +152,13 @@ impl Findings {
             "  UserID unknown        {:>9}  --fix records Verigator's",
             self.user_id_unknown
         )?;
+        if self.malformed > 0 {
+            writeln!(
+                w,
+                "  malformed UserID      {:>9}  not compared: the list gives them UserIDs that cannot be stored",
+                self.malformed
+            )?;
+        }
         if self.fixed > 0 {
             writeln!(
                 w,
@@ -215,9 +227,15 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
             total,
         });
     }
-    let mut remote: HashMap<String, String> = list
+    // A UserID that could not be stored is never compared or taken: its user is left alone.
+    let (good, bad): (Vec<ListedUser>, Vec<ListedUser>) = list
         .users
         .into_iter()
+        .partition(|u| is_valid_user_id(&u.id));
+    let malformed: HashSet<String> = bad.into_iter().map(|u| u.id_in_service).collect();
+    let mut remote: HashMap<String, String> = good
+        .into_iter()
+        .filter(|u| !malformed.contains(&u.id_in_service))
         .map(|u| (u.id_in_service, u.id))
         .collect();
     let rows = ledger.known_users(&config.service_id)?;
@@ -234,6 +252,10 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     for (id, status, ledger_uid) in rows {
         if stop.is_triggered() {
             break;
+        }
+        if malformed.contains(&id) {
+            findings.malformed += 1;
+            continue;
         }
         let remote_uid = remote.remove(&id);
         let Some(kind) = findings.classify(status, ledger_uid.as_ref(), remote_uid.as_ref()) else {

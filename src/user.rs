@@ -1,5 +1,8 @@
 //! The domain type several stages share: a user to register, as the input hands it to the
-//! pipeline and the client sends it. Knows nothing of where it came from or where it goes.
+//! pipeline and the client sends it, and what makes text printable. Knows nothing of where it
+//! came from or where it goes.
+
+use std::fmt;
 
 /// A row ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -8,4 +11,77 @@ pub struct User {
     pub id_in_service: String,
     /// The phone number, normalised to E.164 (`+` and 8–15 digits).
     pub phone_number: String,
+}
+
+/// Whether a character must never reach a terminal or a stored id as it is: C0 and C1 controls
+/// (ESC starts terminal escape sequences, BEL rings) and the Unicode bidi controls, which reorder
+/// what a terminal or a spreadsheet shows.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The first unprintable character of `text`, if any.
+pub fn first_unprintable(text: &str) -> Option<char> {
+    text.chars().find(|&c| is_unprintable(c))
+}
+
+/// Text from outside, for a terminal or a log: every unprintable character written as `\u{1b}`,
+/// and backslashes doubled so that the escape cannot be forged.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.chars().any(|c| c == '\\' || is_unprintable(c)) {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                c if is_unprintable(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A whole line for a terminal: unprintable characters written as `\u{1b}`, the rest as it is (the
+/// parts of the line that came from outside are already quoted or [`Escaped`]).
+pub fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if first_unprintable(line).is_none() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if is_unprintable(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`Escaped`] as an owned string.
+pub fn escape(text: &str) -> String {
+    Escaped(text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_and_bidi_are_escaped_and_the_escape_cannot_be_forged() {
+        assert_eq!(escape("plain ünïcode"), "plain ünïcode");
+        assert_eq!(escape("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(escape("evil\u{202E}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("\u{85}x\u{9b}"), "\\u{85}x\\u{9b}");
+        assert_eq!(escape("a\\u{1b}"), "a\\\\u{1b}");
+        assert_eq!(first_unprintable("ok\u{2066}"), Some('\u{2066}'));
+        assert_eq!(first_unprintable("ok"), None);
+        assert_eq!(printable("a\\b\u{1b}c\u{2069}"), "a\\b\\u{1b}c\\u{2069}");
+    }
 }

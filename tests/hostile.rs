@@ -68,3 +68,143 @@ fn plain_http_to_loopback_never_goes_through_a_proxy() {
         run.stderr
     );
 }
+
+/// Fails on any character that must never reach a terminal raw: C0/C1 controls but the line
+/// break, and the bidi controls.
+fn assert_printable(what: &str, text: &str) {
+    let bad = text.chars().find(|&c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    });
+    assert!(bad.is_none(), "{what} holds {bad:?}:\n{text}");
+}
+
+fn seeded(id: &str, user_id: &str) -> verigator_sync::simulator::SeedUser {
+    verigator_sync::simulator::SeedUser {
+        service_id: None,
+        id_in_service: id.into(),
+        phone_number: "+37250000000".into(),
+        user_id: Some(user_id.into()),
+    }
+}
+
+#[test]
+fn hostile_ids_and_user_ids_never_reach_the_ledger_or_a_terminal_raw() {
+    let hostile = ["..", "a/../b", "\u{1b}[31mred\u{7}", "has space"];
+    let mut seed: Vec<_> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, uid)| seeded(&format!("user{i}@example.com"), uid))
+        .collect();
+    seed.push(seeded(
+        "user4@example.com",
+        "b0e6d2a4-9bd5-4c5e-9f2e-1b2c3d4e5f60",
+    ));
+    let env = Env::with(verigator_sync::simulator::SimConfig {
+        seed,
+        ..verigator_sync::simulator::SimConfig::default()
+    });
+    let mut text = users_csv(0, 5);
+    text.push_str("esc\u{1b}]0;pwned\u{7}@example.com,+37251111111\n");
+    text.push_str("bidi\u{202E}moc.elpmaxe@example.com,+37251111112\n");
+    let csv = env.file("u.csv", text);
+    let run = env.import(&csv, &["-v"]);
+    run.expect_code(1);
+    assert_eq!(
+        (
+            run.count("invalid"),
+            run.count("unresolved"),
+            run.count("resolved")
+        ),
+        (2, 4, 1)
+    );
+    assert_printable("import -v", &format!("{}{}", run.stdout, run.stderr));
+    run.expect_line(
+        "u.csv:7: invalid: ",
+        "id_in_service contains the control character U+001B; ids must be printable",
+    );
+    run.expect_line(
+        "u.csv:8: invalid: ",
+        "id_in_service contains the control character U+202E; ids must be printable",
+    );
+    assert!(run.stderr.contains("malformed UserID"), "{}", run.stderr);
+    // The ledger holds no hostile UserID and no hostile id.
+    let rows = env.rows();
+    for row in rows.values() {
+        assert!(
+            !hostile.contains(&row.user_id.as_deref().unwrap_or("")),
+            "{row:?}"
+        );
+        assert_printable("a ledger id", &row.id_in_service);
+    }
+    assert_eq!(rows.len(), 5);
+    assert!(rows["user4@example.com"].user_id.is_some());
+    for args in [
+        vec!["export"],
+        vec!["export", "--history"],
+        vec!["export", "--format", "ndjson"],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["reconcile", "--fix"],
+        vec!["reconcile", "--json"],
+    ] {
+        let out = Run::of(env.cmd().args(&args).output().expect("runs"));
+        assert_printable(&args.join(" "), &format!("{}{}", out.stdout, out.stderr));
+        assert!(!out.stdout.contains("a/../b"), "{args:?}: {}", out.stdout);
+    }
+    // reconcile never takes a malformed UserID, even with --fix.
+    let rows = env.rows();
+    assert!(
+        rows.values()
+            .all(|r| !hostile.contains(&r.user_id.as_deref().unwrap_or("")))
+    );
+}
+
+#[test]
+fn a_malformed_user_id_already_in_a_ledger_is_never_put_into_a_delete() {
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 2)), &[])
+        .expect_code(0);
+    let conn = rusqlite::Connection::open(env.ledger()).expect("ledger");
+    conn.execute(
+        "UPDATE users SET user_id = '..' WHERE id_in_service = 'user0@example.com'",
+        [],
+    )
+    .expect("as an older version might have stored it");
+    drop(conn);
+    let changed = users_csv(0, 2).replace("+37250000000", "+37259999999");
+    let run = env.import(&env.file("v.csv", changed), &["--apply-changes"]);
+    run.expect_code(1);
+    assert_eq!(
+        env.sim.stats().delete_requests,
+        0,
+        "no DELETE of the collection"
+    );
+    assert_eq!(env.remote().len(), 2, "nobody deleted");
+    assert!(
+        run.stderr
+            .contains("is malformed; it is not put into a URL"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn status_shows_a_cell_under_every_header() {
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 2)), &[])
+        .expect_code(0);
+    let out = Run::of(env.cmd().arg("status").output().expect("status"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("run "))
+        .expect("runs header");
+    let names: Vec<&str> = lines[header].split_whitespace().collect();
+    let cells: Vec<&str> = lines[header + 1].split_whitespace().collect();
+    assert_eq!(names.len(), cells.len(), "{}", out.stdout);
+    let at = |name| names.iter().position(|n| *n == name).expect(name);
+    assert_eq!(cells[at("exit")], "0", "{}", out.stdout);
+    assert_eq!(cells[at("rows")], "2", "{}", out.stdout);
+    assert!(cells[at("duration")].ends_with('s'), "{}", out.stdout);
+}

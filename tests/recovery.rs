@@ -120,6 +120,7 @@ fn seeds(from: usize, n: usize) -> Vec<verigator_sync::simulator::SeedUser> {
             service_id: None,
             id_in_service: format!("user{i}@example.com"),
             phone_number: format!("+3725{i:07}"),
+            user_id: None,
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use thiserror::Error;
 
-use super::wire::{CreatedBody, ErrorBody};
+use super::wire::{CreatedBody, ErrorBody, is_valid_user_id, plausible_ctime};
 
 /// Longest error body kept as a reason: enough for any JSON message, not for an HTML page.
 const MAX_REASON_CHARS: usize = 300;
@@ -122,13 +122,11 @@ pub fn classify_create(
         200..=299 => {
             let parsed = serde_json::from_slice::<CreatedBody>(body).ok();
             let (id, ctime) = parsed.map_or((None, None), |b| (b.id, b.ctime));
+            // A malformed UserID is not stored: the row is then like a 409, resolved (or left
+            // unresolved, with the reason) from the user list.
             Step::Done(Created::New {
-                user_id: id.filter(|id| !id.is_empty()),
-                // Opaque: a string as it is, anything else as its JSON text.
-                ctime: ctime.map(|c| match c {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                }),
+                user_id: id.filter(|id| is_valid_user_id(id)),
+                ctime: ctime.as_ref().and_then(plausible_ctime),
             })
         }
         409 => Step::Done(Created::Exists),
@@ -196,11 +194,11 @@ mod tests {
             assert_eq!(
                 create(answer(
                     status,
-                    r#"{"id":"u1","ctime":"t","id_in_service":"a"}"#
+                    r#"{"id":"u1","ctime":"2017-09-15T08:13:26.965341","id_in_service":"a"}"#
                 )),
                 Step::Done(Created::New {
                     user_id: Some("u1".into()),
-                    ctime: Some("t".into())
+                    ctime: Some("2017-09-15T08:13:26.965341".into())
                 })
             );
         }
@@ -219,13 +217,22 @@ mod tests {
                 ctime: Some("1700000000".into())
             })
         );
-        assert_eq!(
-            create(answer(201, r#"{"id":"","ctime":"t\"z"}"#)),
-            Step::Done(Created::New {
-                user_id: None,
-                ctime: Some("t\"z".into())
-            })
-        );
+        // A UserID that could not be stored or put into a path, and a ctime that is no time, are
+        // dropped.
+        for body in [
+            r#"{"id":"","ctime":"t\"z"}"#,
+            r#"{"id":"..","ctime":"\u001b[2J"}"#,
+            r#"{"id":"a/../b"}"#,
+        ] {
+            assert_eq!(
+                create(answer(201, body)),
+                Step::Done(Created::New {
+                    user_id: None,
+                    ctime: None
+                }),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use wire::CreateBody;
 pub use answers::{Created, Deleted, Fatal, Step, parse_retry_after, reason};
 pub use list::ListError;
 pub use retry::{Attempted, Exchange, Retried};
-pub use wire::{ListedUser, UserList};
+pub use wire::{ListedUser, MAX_USER_ID_BYTES, UserList, is_valid_user_id, plausible_ctime};
 
 /// The header that carries `<username>:<password>` on every request.
 pub const AUTH_HEADER: &str = "x-service-auth";
@@ -124,6 +124,11 @@ impl Client {
         drop(last);
         match user_id {
             None => Ok(url),
+            // `..` as a path segment would address the collection: never build such a URL.
+            Some(user_id) if !is_valid_user_id(user_id) => Err(format!(
+                "the UserID {:?} is malformed; it is not put into a URL",
+                crate::user::escape(&user_id.chars().take(64).collect::<String>())
+            )),
             Some(user_id) => {
                 let mut url = url;
                 url.path_segments_mut()

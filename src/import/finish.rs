@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{ImportError, Run, report_error};
-use crate::client::{Client, ListError, ListedUser, Retried, UserList};
+use crate::client::{
+    Client, ListError, ListedUser, Retried, UserList, is_valid_user_id, plausible_ctime,
+};
 use crate::input::InputError;
 use crate::ledger::{Ledger, LedgerError, Unresolved};
 use crate::report::{Outcome, Summary};
 use crate::signals::Signals;
 use crate::throttle::Stop;
+use crate::user::escape;
 
 impl Run<'_> {
     /// Ends a run that failed part-way: the report still gets every row noted so far, and the run
@@ -181,21 +184,24 @@ impl Run<'_> {
         let truncated = list.total.filter(|t| *t > list.users.len() as u64);
         let mut left = Vec::new();
         for (row, hits) in wanted.iter().zip(hits) {
-            let mut ids: Vec<&str> = hits.iter().map(|u| u.id.as_str()).collect();
+            let (good, malformed): (Vec<&ListedUser>, Vec<&ListedUser>) =
+                hits.iter().partition(|u| is_valid_user_id(&u.id));
+            let mut ids: Vec<&str> = good.iter().map(|u| u.id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
-            match (ids.as_slice(), hits.first()) {
-                ([_], Some(user)) => {
-                    let ctime = user
-                        .ctime
-                        .as_ref()
-                        .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string));
+            match (ids.as_slice(), good.first(), malformed.first()) {
+                ([_], Some(user), None) => {
+                    let ctime = user.ctime.as_ref().and_then(plausible_ctime);
                     let service = &self.config.service_id;
                     ledger.resolve(service, &row.id_in_service, &user.id, ctime.as_deref())?;
                     self.counts.resolved += 1;
                 }
-                ([], _) => left.push((row.clone(), not_listed(list, truncated))),
-                (_, _) => left.push((row.clone(), listed_twice(hits.len(), &ids))),
+                ([], _, Some(bad)) => left.push((row.clone(), malformed_id(&bad.id))),
+                ([], _, None) => left.push((row.clone(), not_listed(list, truncated))),
+                (_, _, _) => {
+                    let all: Vec<&str> = hits.iter().map(|u| u.id.as_str()).collect();
+                    left.push((row.clone(), listed_twice(hits.len(), &all)));
+                }
             }
         }
         ledger.commit()?;
@@ -273,12 +279,24 @@ fn not_listed(list: &UserList, truncated: Option<u64>) -> String {
     }
 }
 
+/// Why a row whose listed UserID cannot be stored is not resolved.
+fn malformed_id(id: &str) -> String {
+    let shown: String = id.chars().take(64).collect();
+    format!(
+        "the user list gives it a malformed UserID ({:?}): not stored; check the service",
+        escape(&shown)
+    )
+}
+
 /// Why a row listed more than once is not resolved.
 fn listed_twice(times: usize, ids: &[&str]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     let shown: Vec<String> = ids
         .iter()
         .take(3)
-        .map(|id| id.chars().take(64).collect())
+        .map(|id| escape(&id.chars().take(64).collect::<String>()))
         .collect();
     format!(
         "the user list names it {times} times, with UserIDs {}: not guessed; check the service",

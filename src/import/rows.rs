@@ -11,9 +11,10 @@ use crate::config::Verbosity;
 use crate::input::{Record, Row};
 use crate::ledger::Entry;
 use crate::ledger::writer::{self, Replacement};
-use crate::phone::mask_phone;
+use crate::phone::{mask_phone, mask_phones_in};
 use crate::report::Outcome;
 use crate::throttle::Stop;
+use crate::user::Escaped;
 
 impl Run<'_> {
     /// Counts, logs and reports one row's outcome: the one place every row passes through.
@@ -38,16 +39,17 @@ impl Run<'_> {
             Verbosity::Verbose => true,
         };
         if show {
+            let input = Escaped(&self.input);
             let message = match reason {
+                // A reason may quote the server, phone numbers included: masked like the rest.
                 Some(reason) => format!(
-                    "{}:{line}: {}: {id:?} ({}): {reason}",
-                    self.input,
+                    "{input}:{line}: {}: {id:?} ({}): {}",
                     outcome.as_str(),
-                    mask_phone(phone)
+                    mask_phone(phone),
+                    mask_phones_in(reason)
                 ),
                 None => format!(
-                    "{}:{line}: {}: {id:?} ({})",
-                    self.input,
+                    "{input}:{line}: {}: {id:?} ({})",
                     outcome.as_str(),
                     mask_phone(phone)
                 ),

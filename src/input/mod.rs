@@ -343,7 +343,15 @@ mod tests {
             rows,
             vec![
                 (2, user("a,b", "+37255555555")),
-                (3, user("multi\nline", "+37266666666")),
+                // A line break inside quotes is CSV, but a control character in an id.
+                (
+                    3,
+                    Row::Invalid(Rejected {
+                        id_in_service: "multi\\u{a}line".into(),
+                        phone_number: "+37266666666".into(),
+                        reason: "id_in_service contains the control character U+000A; ids must be printable".into(),
+                    })
+                ),
                 (5, user("next", "+37277777777")),
             ]
         );

@@ -3,7 +3,7 @@
 
 use super::{Reader, Rejected, Row};
 use crate::phone::normalize_phone;
-use crate::user::User;
+use crate::user::{User, escape, first_unprintable};
 
 /// Longest field accepted: far above any real id or phone, low enough to keep hostile rows cheap.
 pub(super) const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -40,6 +40,13 @@ impl Reader {
         if id.is_empty() {
             return reject("id_in_service is empty".into());
         }
+        // Such a character in an id is damage or an attack: it would reach terminals and files.
+        if let Some(c) = first_unprintable(id) {
+            return reject(format!(
+                "id_in_service contains the control character U+{:04X}; ids must be printable",
+                u32::from(c)
+            ));
+        }
         match normalize_phone(phone, self.region) {
             Ok(phone_number) => Row::User(User {
                 id_in_service: id.to_string(),
@@ -61,13 +68,13 @@ fn text_field<'a>(bytes: &'a [u8], field: &str) -> Result<&'a str, String> {
     Ok(text.trim())
 }
 
-/// A rejected field as kept for the report: lossy, without NULs, shortened.
+/// A rejected field as kept for the report: lossy, without NULs, shortened, unprintable characters
+/// escaped.
 fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
+    let text: String = String::from_utf8_lossy(bytes)
         .chars()
         .filter(|&c| c != '\0')
         .take(MAX_SHOWN_CHARS)
-        .collect::<String>()
-        .trim()
-        .to_string()
+        .collect();
+    escape(text.trim())
 }

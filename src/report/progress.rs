@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::ledger::RunCounts;
+use crate::user::printable;
 
 /// How often a plain progress line is printed when stderr is not a terminal (by default).
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
@@ -89,8 +90,10 @@ impl Progress {
         }
     }
 
-    /// Prints a line above the bar (or plainly).
+    /// Prints a line above the bar (or plainly). Every line passes here, so no control character
+    /// from a file or a server reaches the terminal raw.
     pub fn println(&self, message: &str) {
+        let message = printable(message);
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{message}")),
             None => {

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::ledger::{Ledger, LedgerError};
+use crate::user::Escaped;
 
 /// `status` as one JSON object.
 #[derive(Debug, Serialize)]
@@ -39,12 +40,12 @@ pub fn status(
 }
 
 fn write_status(view: &StatusView, w: &mut impl Write) -> io::Result<()> {
-    writeln!(w, "ledger {}", view.ledger)?;
+    writeln!(w, "ledger {}", Escaped(&view.ledger))?;
     if view.services.is_empty() {
         writeln!(w, "  no users recorded yet")?;
     }
     for s in &view.services {
-        writeln!(w, "service {}", s.service_id)?;
+        writeln!(w, "service {}", Escaped(&s.service_id))?;
         writeln!(
             w,
             "  synced {:>9}   present {:>9} ({} without UserID)   failed {:>7}   retry {:>7}",
@@ -68,18 +69,20 @@ fn write_status(view: &StatusView, w: &mut impl Write) -> io::Result<()> {
     }
     for r in &view.runs {
         let exit = r.exit_code.map_or("-".to_string(), |c| c.to_string());
+        let duration = r.duration_s.map_or("-".to_string(), |s| format!("{s:.1}s"));
         writeln!(
             w,
-            "  {:>4}  {:<24}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>4}  {}",
+            "  {:>4}  {:<24}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>4}  {}",
             r.id,
-            r.started_at,
+            Escaped(&r.started_at),
+            duration,
             r.counts.rows,
             r.counts.sent,
             r.counts.synced,
             r.counts.present,
             r.counts.failed,
             exit,
-            r.input
+            Escaped(&r.input)
         )?;
     }
     Ok(())

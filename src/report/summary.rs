@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::exit;
 use crate::ledger::RunCounts;
+use crate::user::Escaped;
 
 /// The end of a run.
 #[derive(Clone, Debug)]
@@ -76,7 +77,7 @@ impl Summary {
         writeln!(
             w,
             "\n{title} · {} → service {} · {:.1} s",
-            self.input,
+            Escaped(&self.input),
             self.service_id,
             self.elapsed.as_secs_f64()
         )?;

@@ -234,14 +234,15 @@ impl Simulator {
 
     /// Removes a user directly (as if deleted elsewhere).
     pub fn remove_user(&self, service_id: &str, user_id: &str) -> bool {
-        let Ok(id) = uuid::Uuid::try_parse(user_id) else {
-            return false;
-        };
         self.app
             .store
             .lock()
             .service(service_id)
-            .is_some_and(|service| service.remove(&id))
+            .is_some_and(|service| {
+                service
+                    .key_of(user_id)
+                    .is_some_and(|id| service.remove(&id))
+            })
     }
 
     /// Starts or ends an outage: while it lasts every user route answers 503.

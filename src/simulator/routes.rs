@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use regex::Regex;
-use uuid::Uuid;
 
 use super::create::create;
 use super::state::{Counters, RateWindow, Store, StoredUser, bump};
@@ -194,10 +193,7 @@ async fn get_user(
         return service_not_found();
     };
     let mut body = Vec::new();
-    if let Some(user) = Uuid::try_parse(&user_id)
-        .ok()
-        .and_then(|id| service.get(&id))
-    {
+    if let Some(user) = service.key_of(&user_id).and_then(|id| service.get(&id)) {
         write_user(&mut body, user);
     }
     drop(services);
@@ -222,7 +218,9 @@ async fn delete_user(
         drop(services);
         return service_not_found();
     };
-    let removed = Uuid::try_parse(&user_id).is_ok_and(|id| service.remove(&id));
+    let removed = service
+        .key_of(&user_id)
+        .is_some_and(|id| service.remove(&id));
     drop(services);
     if removed {
         bump(&app.stats.deleted);
@@ -253,9 +251,17 @@ fn user_not_found() -> Response {
 /// The user object as the API shows it: never the phone number.
 pub(super) fn write_user(out: &mut Vec<u8>, user: &StoredUser) {
     let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(user.id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.extend_from_slice(b"\",\"ctime\":\"");
+    out.extend_from_slice(b"{\"id\":");
+    match &user.given {
+        Some(given) => serde_json::to_writer(&mut *out, given)
+            .expect("serialising a string into a Vec cannot fail"),
+        None => {
+            out.push(b'"');
+            out.extend_from_slice(user.id.hyphenated().encode_lower(&mut id).as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b",\"ctime\":\"");
     out.extend_from_slice(user.ctime.as_bytes());
     out.extend_from_slice(b"\",\"id_in_service\":");
     serde_json::to_writer(&mut *out, &user.id_in_service)

@@ -12,6 +12,8 @@ pub struct SeedUser {
     pub id_in_service: String,
     /// Kept so tests can inspect it; the API never returns it.
     pub phone_number: String,
+    /// The UserID to show instead of a generated one (any text: tests use hostile ones).
+    pub user_id: Option<String>,
 }
 
 /// Why a seed file could not be loaded; every variant names the file so the message stands alone.
@@ -50,7 +52,8 @@ pub enum SeedError {
 }
 
 /// Reads seed users from a CSV whose header has `id_in_service` and `phone_number` columns and
-/// optionally `service_id` (an empty cell means every service), so demos can start from a file.
+/// optionally `service_id` (an empty cell means every service) and `user_id` (an empty cell means a
+/// generated one), so demos and tests can start from a file.
 pub fn load_seed(path: &Path) -> Result<Vec<SeedUser>, SeedError> {
     let data = std::fs::read(path).map_err(|source| SeedError::Io {
         path: path.to_owned(),
@@ -94,6 +97,7 @@ fn read_seed(data: &[u8], path: &Path) -> Result<Vec<SeedUser>, SeedError> {
     let id_column = column("id_in_service").ok_or_else(|| missing("id_in_service"))?;
     let phone_column = column("phone_number").ok_or_else(|| missing("phone_number"))?;
     let service_column = column("service_id");
+    let user_id_column = column("user_id");
 
     let mut seed = Vec::new();
     for record in reader.records() {
@@ -118,10 +122,15 @@ fn read_seed(data: &[u8], path: &Path) -> Result<Vec<SeedUser>, SeedError> {
             .map(cell)
             .filter(|service| !service.is_empty())
             .map(str::to_owned);
+        let user_id = user_id_column
+            .map(cell)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
         seed.push(SeedUser {
             service_id,
             id_in_service,
             phone_number,
+            user_id,
         });
     }
     Ok(seed)
@@ -147,12 +156,14 @@ mod tests {
                 SeedUser {
                     service_id: None,
                     id_in_service: "alice".into(),
-                    phone_number: "+3725555555".into()
+                    phone_number: "+3725555555".into(),
+                    user_id: None,
                 },
                 SeedUser {
                     service_id: Some("svc".into()),
                     id_in_service: "bob".into(),
-                    phone_number: "+37253448365".into()
+                    phone_number: "+37253448365".into(),
+                    user_id: None,
                 },
             ]
         );

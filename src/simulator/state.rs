@@ -15,6 +15,9 @@ use super::{SeedUser, SimStats, SimUser};
 /// One registered user as the simulator keeps it.
 pub(super) struct StoredUser {
     pub id: Uuid,
+    /// A UserID given by a seed file, shown instead of `id` (which stays the internal key), so
+    /// that tests can meet any UserID, hostile ones included.
+    pub given: Option<Box<str>>,
     pub id_in_service: String,
     pub phone_number: String,
     pub ctime: String,
@@ -25,15 +28,24 @@ impl StoredUser {
     pub fn new(id_in_service: String, phone_number: String) -> StoredUser {
         StoredUser {
             id: Uuid::new_v4(),
+            given: None,
             id_in_service,
             phone_number,
             ctime: ctime_now(),
         }
     }
 
+    /// The UserID as the API shows it.
+    pub fn user_id(&self) -> String {
+        match &self.given {
+            Some(given) => given.to_string(),
+            None => self.id.to_string(),
+        }
+    }
+
     fn to_sim_user(&self) -> SimUser {
         SimUser {
-            id: self.id.to_string(),
+            id: self.user_id(),
             id_in_service: self.id_in_service.clone(),
             phone_number: self.phone_number.clone(),
             ctime: self.ctime.clone(),
@@ -81,10 +93,9 @@ impl Service {
         let mut service = Service::default();
         for user in seed {
             // The first seed row for a name wins; later duplicates are ignored.
-            let _ = service.insert(StoredUser::new(
-                user.id_in_service.clone(),
-                user.phone_number.clone(),
-            ));
+            let mut stored = StoredUser::new(user.id_in_service.clone(), user.phone_number.clone());
+            stored.given = user.user_id.as_deref().map(Box::from);
+            let _ = service.insert(stored);
         }
         service
     }
@@ -135,6 +146,18 @@ impl Service {
     pub fn get(&self, id: &Uuid) -> Option<&StoredUser> {
         let slot = *self.by_id.get(id)?;
         self.slots[slot].as_ref()
+    }
+
+    /// The internal key of the user the API calls `user_id`: a generated UUID, or a seed's given id.
+    pub fn key_of(&self, user_id: &str) -> Option<Uuid> {
+        if let Ok(id) = Uuid::try_parse(user_id)
+            && self.by_id.contains_key(&id)
+        {
+            return Some(id);
+        }
+        self.users()
+            .find(|u| u.given.as_deref() == Some(user_id))
+            .map(|u| u.id)
     }
 
     pub fn find(&self, id_in_service: &str) -> Option<&StoredUser> {
@@ -432,6 +455,7 @@ mod tests {
             service_id: Some("other".into()),
             id_in_service: "a".into(),
             phone_number: "+1".into(),
+            user_id: None,
         }];
         let listed = ["svc".to_owned()];
         assert!(Services::new(Some(&listed), &seed).is_err());
@@ -444,11 +468,13 @@ mod tests {
                 service_id: None,
                 id_in_service: "everywhere".into(),
                 phone_number: "+1".into(),
+                user_id: None,
             },
             SeedUser {
                 service_id: Some("one".into()),
                 id_in_service: "only-one".into(),
                 phone_number: "+2".into(),
+                user_id: None,
             },
         ];
         let mut services = Services::new(None, &seed).expect("valid seed");

@@ -537,11 +537,13 @@ async fn seed_users_make_409() {
             service_id: None,
             id_in_service: "everywhere".into(),
             phone_number: "+1".into(),
+            user_id: None,
         },
         SeedUser {
             service_id: Some(SERVICE.into()),
             id_in_service: "here".into(),
             phone_number: "+2".into(),
+            user_id: None,
         },
     ];
     let sim = start(SimConfig {
