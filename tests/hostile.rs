@@ -208,3 +208,106 @@ fn status_shows_a_cell_under_every_header() {
     assert_eq!(cells[at("rows")], "2", "{}", out.stdout);
     assert!(cells[at("duration")].ends_with('s'), "{}", out.stdout);
 }
+
+/// A server that answers every create with a 201 whose body never ends (it streams until the
+/// client hangs up) and every list with an empty list. Returns its base URL.
+fn endless_answers() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let mut out = stream;
+                if head.starts_with("GET") {
+                    let list = br#"{"users":[],"total":0}"#;
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        list.len()
+                    );
+                    let _ = out.write_all(list);
+                    return;
+                }
+                let _ = out.write_all(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"id\":\"",
+                );
+                let chunk = vec![b'x'; 64 * 1024];
+                // At most 256 MiB, and only as long as the client reads.
+                for _ in 0..4096 {
+                    if out.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The peak resident memory of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[test]
+fn an_endless_answer_is_read_no_further_than_64_kib() {
+    let env = Env::new();
+    let base = endless_answers();
+    let csv = env.file("u.csv", users_csv(0, 4));
+    let mut child = env
+        .cmd()
+        .env("VERIGATOR_BASE_URL", &base)
+        .args([
+            "import",
+            "--json",
+            "--no-progress",
+            "--rate",
+            "0",
+            "--concurrency",
+            "4",
+        ])
+        .arg(&csv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never ended"
+        );
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let run = Run::of(child.wait_with_output().expect("output"));
+    // Created, but no UserID could be read: present, and unresolved (the list is empty).
+    run.expect_code(1);
+    assert_eq!((run.count("present"), run.count("unresolved")), (4, 4));
+    assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
+}

@@ -169,11 +169,17 @@ impl Client {
     }
 
     async fn exchange(&self, method: Method, url: Url, body: Option<bytes::Bytes>) -> Exchange {
+        // Only the user list may be long; any other answer fits in a few hundred bytes.
+        let limit = if method == Method::GET {
+            MAX_LIST_BYTES
+        } else {
+            MAX_ANSWER_BYTES
+        };
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => return Exchange::Transport(describe(&e)),
         };
@@ -183,16 +189,60 @@ impl Client {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        match response.bytes().await {
-            Ok(body) => Exchange::Answer {
-                status,
-                retry_after,
-                body,
-            },
-            Err(e) => Exchange::Transport(format!(
-                "{status} but the body was cut off: {}",
-                describe(&e)
+        let body = match read_body(&mut response, limit).await {
+            Ok(Some(body)) => body,
+            // Read no further: the connection is dropped with the response.
+            Ok(None) => bytes::Bytes::from(format!(
+                r#"{{"message":"the answer was longer than {} KiB; it was not read"}}"#,
+                limit / 1024
             )),
+            Err(e) => {
+                return Exchange::Transport(format!(
+                    "{status} but the body was cut off: {}",
+                    describe(&e)
+                ));
+            }
+        };
+        Exchange::Answer {
+            status,
+            retry_after,
+            body,
         }
     }
+}
+
+/// The longest answer read, but for the user list: a create, delete or error answer is a few
+/// hundred bytes, and a hostile or broken server must not make the process hold more.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The longest user list read (about ten million users); streaming it is the lasting answer.
+pub const MAX_LIST_BYTES: usize = 1024 * 1024 * 1024;
+
+/// A body of at most `limit` bytes, or `None` when it is longer (announced or as it arrives).
+async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let Some(first) = response.chunk().await? else {
+        return Ok(Some(bytes::Bytes::new()));
+    };
+    if first.len() > limit {
+        return Ok(None);
+    }
+    // Most answers arrive in one piece: no copy then.
+    let Some(second) = response.chunk().await? else {
+        return Ok(Some(first));
+    };
+    let mut body = bytes::BytesMut::from(&first[..]);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+        next = response.chunk().await?;
+    }
+    Ok(Some(body.freeze()))
 }
