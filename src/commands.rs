@@ -114,18 +114,28 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
     match &args.out {
         None => write(&mut std::io::stdout().lock())?,
         Some(path) => {
-            // Write beside the target and rename, so a failed export never leaves half a file.
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
             let what = format!("cannot write {}", path.display());
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(what.clone()))?;
-            write(&mut std::io::BufWriter::new(tmp.as_file_mut()))?;
-            tmp.persist(path).map_err(|e| Error::io(what)(e.error))?;
+            report::write_file(path, |w| write(w).map_err(ExportOut::Export)).map_err(
+                |e| match e {
+                    ExportOut::Export(e) => Error::Export(e),
+                    ExportOut::Io(e) => Error::io(what)(e),
+                },
+            )?;
         }
     }
     Ok(crate::exit::OK)
+}
+
+/// An export to a file: the export's own failure, or the file's.
+enum ExportOut {
+    Export(ExportError),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ExportOut {
+    fn from(e: std::io::Error) -> ExportOut {
+        ExportOut::Io(e)
+    }
 }
 
 /// `reconcile`.
@@ -140,10 +150,7 @@ pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
     let _ = findings.write_text(&mut std::io::stderr().lock());
     if let Some(path) = &args.report {
         let what = format!("cannot write {}", path.display());
-        let file = std::fs::File::create(path).map_err(Error::io(what.clone()))?;
-        findings
-            .write_report(std::io::BufWriter::new(file))
-            .map_err(Error::io(what))?;
+        report::write_file(path, |w| findings.write_report(w)).map_err(Error::io(what))?;
     }
     if args.json {
         writeln!(std::io::stdout().lock(), "{}", findings.to_json())

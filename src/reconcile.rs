@@ -15,6 +15,7 @@ use crate::client::{
 use crate::config::ReconcileConfig;
 use crate::exit;
 use crate::ledger::{Ledger, LedgerError, Status};
+use crate::report::spreadsheet_safe;
 use crate::signals::Signals;
 use crate::throttle::Stop;
 use crate::user::Escaped;
@@ -196,10 +197,10 @@ impl Findings {
                 .unwrap_or_default();
             out.write_record([
                 kind.as_str(),
-                &d.id_in_service,
+                &spreadsheet_safe(&d.id_in_service),
                 d.ledger_status.map_or("", Status::as_str),
-                d.ledger_user_id.as_deref().unwrap_or(""),
-                d.verigator_user_id.as_deref().unwrap_or(""),
+                &spreadsheet_safe(d.ledger_user_id.as_deref().unwrap_or("")),
+                &spreadsheet_safe(d.verigator_user_id.as_deref().unwrap_or("")),
             ])?;
         }
         out.flush()

@@ -311,3 +311,91 @@ fn an_endless_answer_is_read_no_further_than_64_kib() {
     assert_eq!((run.count("present"), run.count("unresolved")), (4, 4));
     assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn report_cells_a_spreadsheet_would_run_are_quoted_and_reimport_losslessly() {
+    let env = Env::new();
+    let ids = [
+        "=HYPERLINK(\"http://x\")",
+        "-2+3",
+        "@SUM(A1)",
+        "+cmd",
+        "'quoted",
+        "plain",
+    ];
+    let mut text = String::from("id_in_service,phone_number\n");
+    for id in ids {
+        text.push_str(&format!("\"{}\",12\n", id.replace('"', "\"\"")));
+    }
+    let report = env.dir.path().join("fix-me.csv");
+    let run = env.import(
+        &env.file("u.csv", text),
+        &["--report", report.to_str().expect("utf-8")],
+    );
+    run.expect_code(1);
+    let written = std::fs::read_to_string(&report).expect("report");
+    let cells: Vec<String> = csv::Reader::from_reader(written.as_bytes())
+        .records()
+        .map(|r| r.expect("row")[1].to_string())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "'=HYPERLINK(\"http://x\")",
+            "'-2+3",
+            "'@SUM(A1)",
+            "'+cmd",
+            "''quoted",
+            "plain"
+        ],
+        "{written}"
+    );
+    // Fix the phones in the report and feed it back: the ids arrive exactly as they were.
+    let fixed: String = written
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                format!("{}\n", l.replacen(",12,", &format!(",+3725000000{i},"), 1))
+            }
+        })
+        .collect();
+    env.import(&env.file("fixed.csv", fixed), &[])
+        .expect_code(0);
+    let mut remote: Vec<String> = env.remote().into_keys().collect();
+    remote.sort();
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(remote, want);
+}
+
+#[test]
+fn reconcile_report_is_private_written_whole_and_never_follows_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 2)), &[])
+        .expect_code(0);
+    env.sim
+        .insert_user(support::SERVICE, "=stranger", "+37250000009");
+    let precious = env.file("precious.txt", "keep me\n");
+    let link = env.dir.path().join("disagreements.csv");
+    std::os::unix::fs::symlink(&precious, &link).expect("symlink");
+    let run = Run::of(
+        env.cmd()
+            .args(["reconcile", "--report", "disagreements.csv"])
+            .output()
+            .expect("reconcile"),
+    );
+    run.expect_code(1);
+    assert_eq!(
+        std::fs::read_to_string(&precious).expect("read"),
+        "keep me\n"
+    );
+    let meta = std::fs::symlink_metadata(&link).expect("report");
+    assert!(meta.is_file(), "the link was replaced by the report");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&link).expect("report");
+    assert!(text.contains("at_verigator_only,'=stranger,"), "{text}");
+}

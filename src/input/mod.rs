@@ -19,6 +19,7 @@ use csv::ByteRecord;
 use thiserror::Error;
 
 use crate::config::{InputOptions, Source};
+use crate::report::ROW_REPORT_HEADER;
 use crate::user::User;
 use columns::{ID_HEADERS, PHONE_HEADERS, detect_delimiter, find_column};
 use lines::BlankLines;
@@ -104,6 +105,8 @@ pub enum InputError {
 pub struct Reader {
     csv: csv::Reader<Box<dyn Read + Send>>,
     name: String,
+    /// Whether the file is one of our `--report`s, whose cells carry a spreadsheet guard.
+    from_report: bool,
     width: usize,
     id_index: usize,
     phone_index: usize,
@@ -183,9 +186,13 @@ pub fn from_reader(
         options.phone_column.as_deref(),
         &PHONE_HEADERS,
     )?;
+    // A report of ours, fed back in after fixing: its cells carry one added quote.
+    let from_report = headers.len() >= ROW_REPORT_HEADER.len()
+        && headers.iter().zip(ROW_REPORT_HEADER).all(|(h, r)| h == r);
     Ok(Reader {
         csv,
         name,
+        from_report,
         width: headers.len(),
         id_index,
         phone_index,

@@ -37,6 +37,12 @@ impl Reader {
             Ok(p) => p,
             Err(reason) => return reject(reason),
         };
+        // The one quote `--report` put before a cell a spreadsheet would run as a formula.
+        let (id, phone) = if self.from_report {
+            (unguard(id), unguard(phone))
+        } else {
+            (id, phone)
+        };
         if id.is_empty() {
             return reject("id_in_service is empty".into());
         }
@@ -55,6 +61,10 @@ impl Reader {
             Err(reason) => reject(reason),
         }
     }
+}
+
+fn unguard(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
 }
 
 fn text_field<'a>(bytes: &'a [u8], field: &str) -> Result<&'a str, String> {

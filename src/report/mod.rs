@@ -12,6 +12,9 @@ mod rows;
 mod status;
 mod summary;
 
+use std::io::{self, Write};
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::ledger::RunCounts;
@@ -82,6 +85,65 @@ impl Outcome {
             Outcome::Pending => "pending",
             Outcome::Replaced => "replaced",
             Outcome::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// Writes a file the way every report and export is written: to a private (0600) temporary file
+/// beside `path`, renamed into place at the end, so a failure never leaves half a file and a
+/// symlink at `path` is replaced, never followed.
+pub fn write_file<E: From<io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    {
+        let mut out = io::BufWriter::new(tmp.as_file_mut());
+        write(&mut out)?;
+        out.flush()?;
+    }
+    tmp.persist(path).map_err(|e| E::from(e.error))?;
+    Ok(())
+}
+
+/// A cell for a CSV a person opens in a spreadsheet (`--report`, `reconcile --report`): one that
+/// a spreadsheet would run as a formula (first character `=`, `+`, `-`, `@`, tab or CR) gets a
+/// leading `'`, except an E.164 phone number. A cell that already starts with `'` gets one too, so
+/// that `import` can take exactly one quote off any cell of a report and lose nothing.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let is_phone = cell
+        .strip_prefix('+')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') if !is_phone => {
+            std::borrow::Cow::Owned(format!("'{cell}"))
+        }
+        _ => std::borrow::Cow::Borrowed(cell),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_quoted_and_phones_are_not() {
+        for (cell, safe) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1 (555) 0100", "'+1 (555) 0100"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("'quoted", "''quoted"),
+            ("+37255555555", "+37255555555"),
+            ("alice@example.com", "alice@example.com"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe, "{cell:?}");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::Outcome;
+use super::{Outcome, spreadsheet_safe};
 
 /// The report being written (its columns are the importer's defaults).
 pub struct RowReport {
@@ -65,11 +65,11 @@ impl RowReport {
         reason: &str,
     ) -> io::Result<()> {
         self.writer.write_record([
-            &line.to_string(),
-            id_in_service,
-            phone_number,
+            line.to_string().as_str(),
+            &spreadsheet_safe(id_in_service),
+            &spreadsheet_safe(phone_number),
             outcome.as_str(),
-            reason,
+            &spreadsheet_safe(reason),
         ])?;
         Ok(())
     }
