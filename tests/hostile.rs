@@ -399,3 +399,85 @@ fn reconcile_report_is_private_written_whole_and_never_follows_a_symlink() {
     let text = std::fs::read_to_string(&link).expect("report");
     assert!(text.contains("at_verigator_only,'=stranger,"), "{text}");
 }
+
+#[test]
+fn an_unterminated_quote_in_a_large_file_costs_no_memory_and_names_its_line() {
+    let env = Env::new();
+    let path = env.dir.path().join("big.csv");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        file.write_all(users_csv(0, 3).as_bytes()).expect("write");
+        file.write_all(b"\"broken,+37250000009\n").expect("write");
+        let line = [b'x'; 1023];
+        for _ in 0..(64 * 1024) {
+            file.write_all(&line).expect("write");
+            file.write_all(b"\n").expect("write");
+        }
+    }
+    let mut child = env
+        .cmd()
+        .args(["import", "--json", "--no-progress", "--rate", "0"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never ended"
+        );
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = Run::of(child.wait_with_output().expect("output"));
+    run.expect_code(1);
+    assert_eq!((run.count("synced"), run.count("invalid")), (3, 1));
+    run.expect_line(
+        "big.csv:5: invalid: ",
+        "(an unterminated quote?); it was not read whole",
+    );
+    assert!(peak < 32 * 1024, "peak RSS {peak} KiB for a 64 MiB file");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn hostile_csv_bytes_never_panic_or_reach_the_terminal_raw(
+        body in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::any::<u8>(),
+                proptest::sample::select(vec![b'"', b',', b'\n', b'\r', 0x1b, 0x07, b'+', b'1']),
+            ],
+            0..2048,
+        ),
+        with_header in proptest::bool::ANY,
+    ) {
+        let env = Env::new();
+        let mut data = if with_header {
+            b"id_in_service,phone_number\n".to_vec()
+        } else {
+            Vec::new()
+        };
+        data.extend_from_slice(&body);
+        data.extend_from_slice("\u{1b}[2Jevil\u{202e},+37255555555\n".as_bytes());
+        let csv = env.file("h\u{1b}]0;x\u{7}.csv", &data);
+        for extra in [["--dry-run", "-v"], ["--dry-run", "-q"]] {
+            let run = Run::of(
+                env.cmd()
+                    .args(["import", "--json", "--no-progress"])
+                    .args(extra)
+                    .arg(&csv)
+                    .output()
+                    .expect("runs"),
+            );
+            proptest::prop_assert!([0, 1, 2].contains(&run.code), "exit {}: {}", run.code, run.stderr);
+            proptest::prop_assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+            assert_printable("import", &format!("{}{}", run.stdout, run.stderr));
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::config::{InputOptions, Source};
 use crate::report::ROW_REPORT_HEADER;
 use crate::user::User;
 use columns::{ID_HEADERS, PHONE_HEADERS, detect_delimiter, find_column};
-use lines::BlankLines;
+use lines::Lines;
 
 pub use thread::{ChunkResult, spawn};
 
@@ -102,8 +102,12 @@ pub enum InputError {
 }
 
 /// Reads validated records from a CSV file or standard input, streaming.
+/// The stream the parser reads: the header line read ahead, then the rest of the file, both
+/// through [`Lines`].
+type Stream = Lines<std::io::Chain<Cursor<Vec<u8>>, BufReader<Box<dyn Read + Send>>>>;
+
 pub struct Reader {
-    csv: csv::Reader<Box<dyn Read + Send>>,
+    csv: csv::Reader<Stream>,
     name: String,
     /// Whether the file is one of our `--report`s, whose cells carry a spreadsheet guard.
     from_report: bool,
@@ -161,16 +165,15 @@ pub fn from_reader(
     let delimiter = options
         .delimiter
         .unwrap_or_else(|| detect_delimiter(&first));
-    let chained: Box<dyn Read + Send> =
-        Box::new(Cursor::new(first).chain(BlankLines::new(buffered)));
+    let stream = Lines::new(Cursor::new(first).chain(buffered), delimiter);
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter)
-        // Records end at '\n' only: with CRLF, csv's line numbers would lag one line behind;
-        // the '\r' left at the end of the last field is trimmed like other whitespace.
+        // Records end at '\n' only (as `Lines` assumes); the '\r' left at the end of the last
+        // field of a CRLF line is trimmed like other whitespace.
         .terminator(csv::Terminator::Any(b'\n'))
         .flexible(true)
         .has_headers(true)
-        .from_reader(chained);
+        .from_reader(stream);
     let headers = headers(&mut csv, &name)?;
     let id_index = find_column(
         &name,
@@ -223,10 +226,7 @@ fn header_line(buffered: &mut impl BufRead, name: &str) -> Result<Vec<u8>, Input
 }
 
 /// The header names, trimmed and without NULs; an all-blank header line is an empty file.
-fn headers(
-    csv: &mut csv::Reader<Box<dyn Read + Send>>,
-    name: &str,
-) -> Result<Vec<String>, InputError> {
+fn headers(csv: &mut csv::Reader<Stream>, name: &str) -> Result<Vec<String>, InputError> {
     let headers: Vec<String> = csv
         .byte_headers()
         .map_err(|e| csv_error(name, 1, e))?
@@ -245,7 +245,6 @@ fn headers(
 }
 
 fn csv_error(name: &str, line: u64, e: csv::Error) -> InputError {
-    let line = e.position().map_or(line, |p| p.line());
     let source = match e.into_kind() {
         csv::ErrorKind::Io(io) => io,
         other => io::Error::other(format!("{other:?}")),
@@ -278,17 +277,24 @@ impl Reader {
         loop {
             match self.csv.read_byte_record(&mut self.record) {
                 Ok(false) => return None,
-                // A blank CRLF line reads as one field holding "\r": not a row.
-                Ok(true) if self.record.iter().all(|f| f.trim_ascii().is_empty()) => continue,
                 Ok(true) => {
-                    let line = self.record.position().map_or(0, |p| p.line());
-                    return Some(Ok(Record {
-                        line,
-                        row: self.validate(),
-                    }));
+                    let at = self.record.position().map_or(0, |p| p.byte());
+                    let start = self.csv.get_mut().start_of(at);
+                    let cut = start.is_some_and(|s| s.cut);
+                    // A blank line (CRLF: one field holding "\r") is not a row.
+                    if !cut && self.record.iter().all(|f| f.trim_ascii().is_empty()) {
+                        continue;
+                    }
+                    let row = if cut {
+                        self.too_long()
+                    } else {
+                        self.validate()
+                    };
+                    let line = start.map_or(0, |s| s.line);
+                    return Some(Ok(Record { line, row }));
                 }
                 Err(e) => {
-                    let line = self.csv.position().line();
+                    let line = self.csv.get_ref().line();
                     return Some(Err(csv_error(&self.name, line, e)));
                 }
             }
@@ -446,7 +452,57 @@ mod tests {
         );
     }
 
+    /// One generated id cell: quoted (line breaks, commas and `""` inside) or not (a stray quote
+    /// inside is data), with the line breaks it holds.
+    fn id_cell() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z][a-z\"' ]{0,8}",
+            "[a-z\n,\" ]{0,10}".prop_map(|s| format!("\"x{}\"", s.replace('"', "\"\""))),
+        ]
+    }
+
+    #[test]
+    fn a_record_longer_than_the_limit_is_invalid_and_the_next_keeps_its_line() {
+        let mut data = b"id_in_service,phone_number\n\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+        data.extend_from_slice(b"\n\n\",+37255555555\n\nnext,+37266666666\n");
+        let rows = users(&data);
+        assert_eq!(
+            rows.len(),
+            2,
+            "{:?}",
+            rows.iter().map(|r| r.0).collect::<Vec<_>>()
+        );
+        match &rows[0] {
+            (2, Row::Invalid(r)) => assert!(r.reason.starts_with("the row is longer than 1 MiB")),
+            other => panic!("expected an invalid row on line 2, got {other:?}"),
+        }
+        assert_eq!(rows[1], (6, user("next", "+37266666666")));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn every_row_keeps_the_line_it_starts_on(
+            rows in proptest::collection::vec((id_cell(), 0..3usize, proptest::bool::ANY), 1..30)
+        ) {
+            // The expected lines are counted on the text as it is written, independently of the
+            // reader: one plus the line breaks before the row.
+            let mut text = String::from("id_in_service,phone_number\n");
+            let mut want = Vec::new();
+            for (id, blanks, crlf) in &rows {
+                want.push(1 + text.matches('\n').count() as u64);
+                text.push_str(&format!("{id},+37255555555{}\n", if *crlf { "\r" } else { "" }));
+                text.push_str(&"\n".repeat(*blanks));
+            }
+            let got: Vec<u64> = read_all(text.as_bytes(), &InputOptions::default())
+                .expect("readable")
+                .into_iter()
+                .map(|r| r.line)
+                .collect();
+            proptest::prop_assert_eq!(got, want, "{}", text);
+        }
+
         #[test]
         fn parsing_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let mut input = b"id_in_service,phone_number\n".to_vec();

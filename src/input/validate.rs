@@ -1,6 +1,7 @@
 //! One row's checks: field count, size, encoding, an id, and a phone number that normalises to
 //! E.164. A bad row becomes a [`Rejected`] row with its reason; nothing here fails the file.
 
+use super::lines::MAX_RECORD_BYTES;
 use super::{Reader, Rejected, Row};
 use crate::phone::normalize_phone;
 use crate::user::{User, escape, first_unprintable};
@@ -11,6 +12,19 @@ pub(super) const MAX_FIELD_BYTES: usize = 64 * 1024;
 pub(super) const MAX_SHOWN_CHARS: usize = 256;
 
 impl Reader {
+    /// The record just read was cut at [`MAX_RECORD_BYTES`]: never sent, whatever its fields.
+    pub(super) fn too_long(&self) -> Row {
+        let field = |i: usize| shown(self.record.get(i).unwrap_or_default());
+        Row::Invalid(Rejected {
+            id_in_service: field(self.id_index),
+            phone_number: field(self.phone_index),
+            reason: format!(
+                "the row is longer than {} MiB (an unterminated quote?); it was not read whole",
+                MAX_RECORD_BYTES / (1024 * 1024)
+            ),
+        })
+    }
+
     /// Validates the record just read.
     pub(super) fn validate(&self) -> Row {
         let id = self.record.get(self.id_index).unwrap_or_default();
