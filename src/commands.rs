@@ -102,6 +102,9 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Status::parse(s).ok_or_else(|| ConfigError::BadStatus(s.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(out) = &args.out {
+        crate::config::not_the_ledger("--out", out, &args.ledger.ledger)?;
+    }
     let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
     let service = args.service_id.as_deref();
     let write = |w: &mut dyn Write| {
@@ -140,6 +143,9 @@ impl From<std::io::Error> for ExportOut {
 
 /// `reconcile`.
 pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
+    if let Some(report) = &args.report {
+        crate::config::not_the_ledger("--report", report, &args.ledger.ledger)?;
+    }
     let config = ReconcileConfig::from_args(
         args.api,
         args.ledger.ledger,

@@ -718,3 +718,38 @@ fn random_kills_at_any_moment_lose_no_user_id_and_register_nobody_twice() {
     let check: String = query(&env, "PRAGMA integrity_check");
     assert_eq!(check, "ok");
 }
+
+#[test]
+fn a_report_or_export_onto_the_ledger_is_refused_and_the_ledger_kept() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 3));
+    env.import(&csv, &[]).expect_code(0);
+    let before = env.rows();
+    std::os::unix::fs::symlink(env.ledger(), env.dir.path().join("alias.csv")).expect("link");
+    for args in [
+        vec![
+            "import",
+            "--report",
+            "ledger.db",
+            csv.to_str().expect("utf-8"),
+        ],
+        vec![
+            "import",
+            "--report",
+            "alias.csv",
+            csv.to_str().expect("utf-8"),
+        ],
+        vec!["export", "--out", "./ledger.db"],
+        vec!["export", "--out", "ledger.db-wal"],
+        vec!["reconcile", "--report", "ledger.db"],
+    ] {
+        let run = Run::of(env.cmd().args(&args).output().expect("runs"));
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("is the ledger"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(env.rows(), before, "every UserID still there");
+}

@@ -20,7 +20,7 @@ use crate::cli::{ApiArgs, ImportArgs};
 
 pub use proxy::Proxy;
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
-pub use values::{base_url, delimiter, region, service_id};
+pub use values::{base_url, delimiter, not_the_ledger, region, service_id};
 
 /// The request rate of commands that make only a few requests.
 const DEFAULT_RATE: f64 = 20.0;
@@ -201,6 +201,16 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// An output file that would replace the ledger.
+    #[error(
+        "{flag} {path} is the ledger (or a file beside it): writing there would replace every recorded UserID; name another file"
+    )]
+    OutputIsLedger {
+        /// The flag.
+        flag: &'static str,
+        /// The path given.
+        path: String,
+    },
     /// A delimiter that is not one ASCII character.
     #[error("--delimiter {0:?}: give one ASCII character, e.g. ';' or '\\t'")]
     BadDelimiter(String),
@@ -295,6 +305,9 @@ impl ImportConfig {
     /// Validates `import`'s arguments and reads the credentials from the environment.
     pub fn from_args(args: ImportArgs) -> Result<Self, ConfigError> {
         let pace = Pace::from_args(&args)?;
+        if let Some(report) = &args.report {
+            not_the_ledger("--report", report, &args.ledger.ledger)?;
+        }
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin
         } else {

@@ -2,6 +2,7 @@
 //! base URL (https, or http on loopback only), the delimiter and the default region.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use url::Url;
 
@@ -96,6 +97,41 @@ pub fn region(raw: &str) -> Result<phonenumber::country::Id, ConfigError> {
         .map_err(|_| ConfigError::BadRegion(raw.to_string()))
 }
 
+/// Refuses an output path (`--report`, `--out`) that is the ledger or one of SQLite's files
+/// beside it, by whatever path: writing a report there would replace every recorded UserID.
+pub fn not_the_ledger(flag: &'static str, out: &Path, ledger: &Path) -> Result<(), ConfigError> {
+    let (out_real, ledger_real) = (resolved(out), resolved(ledger));
+    let taken = ["", "-wal", "-shm", "-journal", ".lock"]
+        .iter()
+        .any(|suffix| {
+            let mut name = ledger_real.clone().into_os_string();
+            name.push(suffix);
+            out_real.as_os_str() == name
+        });
+    if taken {
+        return Err(ConfigError::OutputIsLedger {
+            flag,
+            path: out.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A path with symlinks and `..` resolved as far as it exists.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +177,21 @@ mod tests {
             Err(ConfigError::MissingServiceId)
         ));
         assert!(service_id(Some("../x".into())).is_err());
+    }
+
+    #[test]
+    fn an_output_on_the_ledger_is_refused_by_any_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ledger = dir.path().join("l.db");
+        std::fs::write(&ledger, "x").expect("ledger");
+        for out in ["l.db", "l.db-wal", "l.db.lock", "./sub/../l.db"] {
+            std::fs::create_dir_all(dir.path().join("sub")).expect("sub");
+            assert!(
+                not_the_ledger("--out", &dir.path().join(out), &ledger).is_err(),
+                "{out}"
+            );
+        }
+        assert!(not_the_ledger("--out", &dir.path().join("report.csv"), &ledger).is_ok());
     }
 
     #[test]
