@@ -51,6 +51,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error is stdout's reader having gone away (EPIPE), anywhere in its chain.
+    pub fn is_broken_pipe(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
@@ -81,7 +95,11 @@ pub fn print_summary(summary: &report::Summary, json: bool) -> Result<(), Error>
     let _ = summary.write_text(&mut err);
     if json {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", summary.to_json()).map_err(Error::io("cannot write to stdout"))?;
+        match writeln!(out, "{}", summary.to_json()) {
+            // Nobody reads the summary any more; the run's exit code still says how it went.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.map_err(Error::io("cannot write to stdout"))?,
+        }
     }
     Ok(())
 }

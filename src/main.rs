@@ -1,5 +1,6 @@
 //! The `verigator-sync` binary: parse the command line, run the subcommand, exit with its code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,9 +20,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`| head`): like the tools beside it, end quietly.
+        Err(error) if error.is_broken_pipe() => ExitCode::from(exit::OK),
         Err(error) => {
             // Messages quote paths, ids and servers: nothing raw reaches the terminal.
-            eprintln!("error: {}", printable(&error.to_string()));
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: {}",
+                printable(&error.to_string())
+            );
             ExitCode::from(exit::of(&error))
         }
     }

@@ -9,9 +9,7 @@ use std::io::Write;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::client::{
-    Client, ClientError, ListError, ListedUser, Retried, UserList, is_valid_user_id,
-};
+use crate::client::{Client, ClientError, ListError, Retried, UserList, is_valid_user_id};
 use crate::config::ReconcileConfig;
 use crate::exit;
 use crate::ledger::{Ledger, LedgerError, Status};
@@ -99,8 +97,8 @@ pub struct Findings {
     pub user_id_differs: u64,
     /// See [`Kind::UserIdUnknown`].
     pub user_id_unknown: u64,
-    /// Ledger rows not compared: the list gives their user a UserID that cannot be stored.
-    pub malformed: u64,
+    /// Ledger rows not compared: the list gives their user a malformed UserID, or several.
+    pub doubtful: u64,
     /// Ledger rows changed by `--fix`.
     pub fixed: u64,
     /// Why `--fix` did nothing, when it held back.
@@ -115,7 +113,7 @@ impl Findings {
     /// 0 when nothing disagrees after any fixes, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         let unfixed = (self.disagreements.len() as u64).saturating_sub(self.fixed);
-        if unfixed == 0 && self.malformed == 0 {
+        if unfixed == 0 && self.doubtful == 0 {
             exit::OK
         } else {
             exit::INCOMPLETE
@@ -153,11 +151,11 @@ impl Findings {
             "  UserID unknown        {:>9}  --fix records Verigator's",
             self.user_id_unknown
         )?;
-        if self.malformed > 0 {
+        if self.doubtful > 0 {
             writeln!(
                 w,
-                "  malformed UserID      {:>9}  not compared: the list gives them UserIDs that cannot be stored",
-                self.malformed
+                "  UserID doubtful       {:>9}  not compared: the list gives them a malformed UserID, or several",
+                self.doubtful
             )?;
         }
         if self.fixed > 0 {
@@ -222,23 +220,40 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     if signals.count() > 0 {
         return Err(ReconcileError::Interrupted("nothing was changed".into()));
     }
-    if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
+    // Counted by distinct ids: an id listed twice must not hide a missing one.
+    let distinct = list
+        .users
+        .iter()
+        .map(|u| u.id_in_service.as_str())
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    if let Some(total) = list.total.filter(|t| *t > distinct) {
         return Err(ReconcileError::Truncated {
-            held: list.users.len() as u64,
+            held: distinct,
             total,
         });
     }
-    // A UserID that could not be stored is never compared or taken: its user is left alone.
-    let (good, bad): (Vec<ListedUser>, Vec<ListedUser>) = list
-        .users
-        .into_iter()
-        .partition(|u| is_valid_user_id(&u.id));
-    let malformed: HashSet<String> = bad.into_iter().map(|u| u.id_in_service).collect();
-    let mut remote: HashMap<String, String> = good
-        .into_iter()
-        .filter(|u| !malformed.contains(&u.id_in_service))
-        .map(|u| (u.id_in_service, u.id))
-        .collect();
+    // An id the list gives a malformed UserID, or several UserIDs, is never compared or taken:
+    // no guess, its ledger row is left alone.
+    let mut remote: HashMap<String, String> = HashMap::new();
+    let mut doubtful: HashSet<String> = HashSet::new();
+    for user in list.users {
+        if !is_valid_user_id(&user.id) {
+            doubtful.insert(user.id_in_service);
+            continue;
+        }
+        match remote.get(&user.id_in_service) {
+            Some(seen) if *seen != user.id => {
+                doubtful.insert(user.id_in_service);
+            }
+            _ => {
+                remote.insert(user.id_in_service, user.id);
+            }
+        }
+    }
+    for id in &doubtful {
+        remote.remove(id);
+    }
     let rows = ledger.known_users(&config.service_id)?;
     let with_user_id = rows.iter().filter(|(_, _, uid)| uid.is_some()).count() as u64;
     // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
@@ -251,11 +266,12 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
         ..Findings::default()
     };
     for (id, status, ledger_uid) in rows {
-        if stop.is_triggered() {
+        // Nothing awaits in this loop: the signal handler's own flag says whether to stop.
+        if signals.raised() {
             break;
         }
-        if malformed.contains(&id) {
-            findings.malformed += 1;
+        if doubtful.contains(&id) {
+            findings.doubtful += 1;
             continue;
         }
         let remote_uid = remote.remove(&id);

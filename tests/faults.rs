@@ -287,10 +287,12 @@ fn a_ledger_that_fills_up_part_way_exits_3_keeps_the_report_and_the_rerun_loses_
     .arg(&report)
     .arg(&csv);
     let full = Run::of(cmd.output().expect("sh runs the binary"));
+    // Requests were sent: the run still ends with its summary, aborted with the failure's reason.
     full.expect_code(3).expect_line(
-        "error: ledger ",
+        "exit 3: aborted: ledger ",
         "the run stopped: rows answered since the last commit are not in the ledger, and the next run finds them again (409 and the user list)",
     );
+    assert_eq!(full.count("exit_code"), 3);
     let recorded = env.rows();
     assert!(
         !recorded.is_empty() && recorded.len() < n,

@@ -481,3 +481,78 @@ proptest::proptest! {
         }
     }
 }
+
+/// A server that refuses every create with a 422 quoting the request's `X-Service-Auth`.
+fn echoing_server() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let (mut auth, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("x-service-auth:") {
+                    auth = line[line.len() - v.len()..].trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = format!(r#"{{"message":"bad user {auth}"}}"#);
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 422 Unprocessable Entity\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_password_the_server_echoes_never_reaches_the_ledger_the_report_or_the_terminal() {
+    let env = Env::new();
+    let base = echoing_server();
+    let csv = env.file("u.csv", users_csv(0, 2));
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .env("VERIGATOR_PASSWORD", "hunter2-XYZ")
+            .args([
+                "import",
+                "--json",
+                "--no-progress",
+                "-v",
+                "--report",
+                "r.csv",
+            ])
+            .arg(&csv)
+            .output()
+            .expect("runs"),
+    );
+    run.expect_code(1);
+    assert_eq!(run.count("failed"), 2);
+    assert!(run.stderr.contains("bad user demo:***"), "{}", run.stderr);
+    let report = std::fs::read_to_string(env.dir.path().join("r.csv")).expect("report");
+    let ledger = std::fs::read(env.ledger()).expect("ledger");
+    for (what, text) in [
+        ("output", format!("{}{}", run.stdout, run.stderr)),
+        ("report", report),
+        ("ledger", String::from_utf8_lossy(&ledger).into_owned()),
+    ] {
+        assert!(
+            !text.contains("hunter2-XYZ"),
+            "the password is in the {what}"
+        );
+    }
+}

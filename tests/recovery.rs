@@ -753,3 +753,139 @@ fn a_report_or_export_onto_the_ledger_is_refused_and_the_ledger_kept() {
     }
     assert_eq!(env.rows(), before, "every UserID still there");
 }
+
+#[test]
+fn reconcile_never_takes_a_user_id_the_list_gives_twice_nor_a_list_shortened_by_a_repeat() {
+    let env = Env::with(SimConfig {
+        list_repeat: vec!["user1@example.com".into()],
+        ..SimConfig::default()
+    });
+    env.import(&env.file("u.csv", users_csv(0, 3)), &[])
+        .expect_code(0);
+    let before = env.rows();
+    let run = reconcile(&env, &["--fix", "--json"]);
+    run.expect_code(1);
+    assert_eq!(run.json()["doubtful"], 1, "{}", run.stdout);
+    assert_eq!(env.rows(), before, "no UserID taken from the twin");
+
+    let capped = Env::with(SimConfig {
+        list_repeat: vec!["user0@example.com".into()],
+        list_cap: Some(2),
+        ..SimConfig::default()
+    });
+    capped
+        .import(&capped.file("u.csv", users_csv(0, 3)), &[])
+        .expect_code(0);
+    let before = capped.rows();
+    // Three entries for three users, but only two distinct ids: truncated.
+    let run = reconcile(&capped, &["--fix"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("holds 2 users but says there are 3"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(capped.rows(), before);
+}
+
+#[test]
+fn a_hard_link_to_a_busy_ledger_is_refused() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 3));
+    env.import(&csv, &[]).expect_code(0);
+    std::fs::hard_link(env.ledger(), env.dir.path().join("hard.db")).expect("hard link");
+    // Hold the ledger file's own lock as a running import does.
+    let held = std::fs::File::open(env.ledger()).expect("ledger");
+    held.try_lock().expect("free");
+    let run = Run::of(
+        env.cmd()
+            .args(["import", "--json", "--no-progress", "--ledger", "hard.db"])
+            .arg(&csv)
+            .output()
+            .expect("runs"),
+    );
+    run.expect_code(3);
+    assert!(run.stderr.contains("a hard link?"), "{}", run.stderr);
+}
+
+#[test]
+fn a_create_cut_short_by_a_second_signal_is_recorded_with_the_phone_it_sent() {
+    let env = Env::with(SimConfig {
+        latency: Duration::from_millis(1500),
+        ..SimConfig::default()
+    });
+    let csv = env.file("u.csv", users_csv(0, 3));
+    let child = spawn_import(
+        &env,
+        &[
+            "--rate",
+            "0",
+            "--concurrency",
+            "3",
+            csv.to_str().expect("utf-8"),
+        ],
+    );
+    wait_until("the creates are in flight", || {
+        env.sim.stats().create_requests == 3
+    });
+    signal(&child, "-INT");
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&child, "-INT");
+    Run::of(child.wait_with_output().expect("wait")).expect_code(3);
+    let rows = env.rows();
+    assert_eq!(
+        rows.len(),
+        3,
+        "every create that may have gone out is recorded"
+    );
+    assert!(
+        rows.values()
+            .all(|r| r.status == "retry" && r.user_id.is_none())
+    );
+    // The users were created with the first phones: a file with new phones meets a change.
+    std::thread::sleep(Duration::from_millis(1600));
+    let changed = users_csv(0, 3).replace("+37250000001", "+37259999999");
+    let run = env.import(&env.file("v.csv", changed), &[]);
+    run.expect_code(1);
+    assert_eq!(run.count("changed"), 1);
+    assert_eq!(env.rows()["user1@example.com"].phone_number, "+37250000001");
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_run() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 200));
+    let mut child = env
+        .cmd()
+        .args(["import", "--json", "--no-progress", "-v", "--rate", "0"])
+        .arg(&csv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.rows().len(), 200);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"exit_code\":0"));
+}
+
+#[test]
+fn a_report_onto_the_input_file_is_refused() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 3));
+    let run = env.import(&csv, &["--report", "./u.csv"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("is the file being imported"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).expect("read"),
+        users_csv(0, 3)
+    );
+    let tiny = env.import(&csv, &["--rate", "1e-12"]);
+    tiny.expect_code(2);
+    assert!(!tiny.stderr.contains("panicked"), "{}", tiny.stderr);
+}

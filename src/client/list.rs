@@ -67,5 +67,10 @@ mod tests {
             panic!("parsed")
         };
         assert_eq!((list.users.len(), list.total), (1, Some(1)));
+        let both = br#"{"users":[],"total":3,"count":5}"#;
+        let Step::Done(Ok(list)) = classify_list(StatusCode::OK, None, both, "s") else {
+            panic!("parsed with both keys")
+        };
+        assert_eq!(list.total, Some(5));
     }
 }

@@ -22,7 +22,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use thiserror::Error;
 use url::Url;
 
-use crate::config::ClientOptions;
+use crate::config::{ClientOptions, Secret};
 use crate::throttle::{Stop, Throttle};
 use crate::user::User;
 use answers::{classify_create, classify_delete};
@@ -60,6 +60,9 @@ pub struct Client {
     max_attempts: u32,
     throttle: Arc<Throttle>,
     health: outage::Health,
+    /// The password, to take out of anything the server says back (a server that echoes the
+    /// request would otherwise put it into reasons, the ledger and the report).
+    password: Secret,
     stop: Stop,
 }
 
@@ -101,6 +104,7 @@ impl Client {
             max_attempts: options.max_attempts.get(),
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
             health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
+            password: options.credentials.password.clone(),
             stop,
         })
     }

@@ -17,6 +17,9 @@ const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause between two failed probes.
 const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
 
+/// `failing_since` while the last answer was good.
+const HEALTHY: u64 = u64::MAX;
+
 /// What a transient failure means for the run.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -33,8 +36,10 @@ pub(super) struct Health {
     origin_wall: SystemTime,
     timeout: Duration,
     concurrency: usize,
-    /// Milliseconds after `origin` of the last answer that was not a transient failure.
-    last_good: AtomicU64,
+    /// Milliseconds after `origin` of the first transient failure since the last answer that was
+    /// not one ([`HEALTHY`] while there is none): an outage is timed from there, so a quiet spell
+    /// without requests is no outage.
+    failing_since: AtomicU64,
     /// Whether requests must pass the gate (probing or reopening); the fast path reads only this.
     limited: AtomicBool,
     gate: Mutex<Gate>,
@@ -57,7 +62,7 @@ impl Health {
             origin_wall: SystemTime::now(),
             timeout,
             concurrency: concurrency.max(1),
-            last_good: AtomicU64::new(0),
+            failing_since: AtomicU64::new(HEALTHY),
             limited: AtomicBool::new(false),
             gate: Mutex::new(Gate {
                 probing: false,
@@ -88,22 +93,25 @@ impl Health {
 
     /// An answer that was not a transient failure.
     pub(super) fn good(&self) {
-        self.last_good.store(self.millis(), Ordering::Relaxed);
+        if self.failing_since.load(Ordering::Relaxed) != HEALTHY {
+            self.failing_since.store(HEALTHY, Ordering::Relaxed);
+        }
         if self.limited.load(Ordering::Acquire) {
             self.widen();
         }
     }
 
-    /// A transient failure: decides whether to probe, and whether the outage is over the limit.
-    pub(super) fn transient(&self) -> Verdict {
-        let quiet = Duration::from_millis(
-            self.millis()
-                .saturating_sub(self.last_good.load(Ordering::Relaxed)),
-        );
-        if quiet >= self.timeout {
-            return Verdict::Down(self.down.get_or_init(|| self.reason(quiet)).clone());
+    /// A transient failure (`probe`: of a request that held a probe's slot): decides whether to
+    /// probe, and whether the outage is over the limit.
+    pub(super) fn transient(&self, probe: bool) -> Verdict {
+        let now = self.millis();
+        let _ =
+            self.failing_since
+                .compare_exchange(HEALTHY, now, Ordering::Relaxed, Ordering::Relaxed);
+        if let Some(why) = self.check() {
+            return Verdict::Down(why);
         }
-        if quiet < PROBE_AFTER.min(self.timeout) {
+        if self.failing_for() < PROBE_AFTER.min(self.timeout) {
             return Verdict::Retry(Duration::ZERO);
         }
         let mut gate = self.lock();
@@ -117,9 +125,39 @@ impl Health {
             };
             self.limited.store(true, Ordering::Release);
         }
+        if !probe {
+            // Failures of requests sent before probing began say nothing new about the API.
+            return Verdict::Retry(Duration::ZERO);
+        }
         let pause = FIRST_PROBE_PAUSE.saturating_mul(1 << gate.failed_probes.min(16));
         gate.failed_probes = gate.failed_probes.saturating_add(1);
         Verdict::Retry(pause.min(MAX_PROBE_PAUSE))
+    }
+
+    /// How long only transient failures have come back (zero while healthy).
+    fn failing_for(&self) -> Duration {
+        match self.failing_since.load(Ordering::Relaxed) {
+            HEALTHY => Duration::ZERO,
+            since => Duration::from_millis(self.millis().saturating_sub(since)),
+        }
+    }
+
+    /// Why the run must stop, once only transient failures have come back for the timeout.
+    pub(super) fn check(&self) -> Option<String> {
+        if let Some(why) = self.down.get() {
+            return Some(why.clone());
+        }
+        let failing = self.failing_for();
+        (failing >= self.timeout).then(|| self.down.get_or_init(|| self.reason(failing)).clone())
+    }
+
+    /// How long a request may wait before the outage could reach its timeout (a waiting request
+    /// checks then, rather than sleep through it on a long `Retry-After`).
+    pub(super) fn until_timeout(&self) -> Duration {
+        match self.failing_since.load(Ordering::Relaxed) {
+            HEALTHY => self.timeout,
+            _ => self.timeout.saturating_sub(self.failing_for()),
+        }
     }
 
     /// After a good answer while limited: probing ends, and the window doubles until it no longer
@@ -139,8 +177,12 @@ impl Health {
     }
 
     fn reason(&self, quiet: Duration) -> String {
-        let since =
-            self.origin_wall + Duration::from_millis(self.last_good.load(Ordering::Relaxed));
+        let since = self.origin_wall
+            + Duration::from_millis(
+                self.failing_since
+                    .load(Ordering::Relaxed)
+                    .min(self.millis()),
+            );
         let since = chrono::DateTime::<chrono::Utc>::from(since).format("%Y-%m-%d %H:%M:%S UTC");
         format!(
             "the API is unreachable since {since}: every request failed (connection errors, timeouts, 5xx or 429) for {} s, past --outage-timeout; every answer so far is recorded",
@@ -161,26 +203,39 @@ impl Health {
 mod tests {
     use super::*;
 
-    /// A client's health as if it had started `age` ago without a good answer since.
-    fn aged(age: Duration) -> Health {
-        Health {
+    /// A client's health as if its first transient failure came `age` ago.
+    fn failing_for(age: Duration) -> Health {
+        let health = Health {
             origin: Instant::now() - age,
             ..Health::new(Duration::from_secs(60), 8)
-        }
+        };
+        health.failing_since.store(0, Ordering::Relaxed);
+        health
     }
 
     #[tokio::test]
-    async fn a_short_failure_changes_nothing() {
-        let health = aged(Duration::from_secs(1));
-        assert_eq!(health.transient(), Verdict::Retry(Duration::ZERO));
+    async fn a_short_failure_or_a_long_quiet_spell_changes_nothing() {
+        let health = failing_for(Duration::from_secs(1));
+        assert_eq!(health.transient(false), Verdict::Retry(Duration::ZERO));
         assert!(health.admit().await.is_none(), "no gate");
+        // Long without requests, then one failure: the outage starts now, not at the start.
+        let idle = Health {
+            origin: Instant::now() - Duration::from_secs(600),
+            ..Health::new(Duration::from_secs(60), 8)
+        };
+        assert_eq!(idle.transient(false), Verdict::Retry(Duration::ZERO));
+        assert_eq!(idle.check(), None);
     }
 
     #[tokio::test]
     async fn an_outage_probes_one_at_a_time_then_the_window_grows_back() {
-        let health = aged(PROBE_AFTER + Duration::from_secs(1));
-        assert_eq!(health.transient(), Verdict::Retry(FIRST_PROBE_PAUSE));
-        assert_eq!(health.transient(), Verdict::Retry(FIRST_PROBE_PAUSE * 2));
+        let health = failing_for(PROBE_AFTER + Duration::from_secs(1));
+        assert_eq!(health.transient(false), Verdict::Retry(Duration::ZERO));
+        assert_eq!(health.transient(true), Verdict::Retry(FIRST_PROBE_PAUSE));
+        assert_eq!(
+            health.transient(true),
+            Verdict::Retry(FIRST_PROBE_PAUSE * 2)
+        );
         let probe = health.admit().await.expect("a probe's slot");
         let second = tokio::time::timeout(Duration::from_millis(20), health.admit()).await;
         assert!(second.is_err(), "a second request waits while one probes");
@@ -201,14 +256,15 @@ mod tests {
 
     #[test]
     fn past_the_timeout_the_api_is_down_and_says_since_when() {
-        let health = aged(Duration::from_secs(61));
-        let Verdict::Down(why) = health.transient() else {
+        let health = failing_for(Duration::from_secs(61));
+        assert_eq!(health.until_timeout(), Duration::ZERO);
+        let Verdict::Down(why) = health.transient(true) else {
             panic!("past the timeout")
         };
         assert!(
             why.starts_with("the API is unreachable since ") && why.contains("for 61 s"),
             "{why}"
         );
-        assert_eq!(health.down(), Some(why.as_str()));
+        assert_eq!(health.check(), Some(why));
     }
 }

@@ -108,15 +108,9 @@ impl Client {
                 } => classify(status, retry_after, &body),
             };
             let probe_pause = match &step {
-                Step::Again { .. } => match self.health.transient() {
+                Step::Again { .. } => match self.health.transient(slot.is_some()) {
                     Verdict::Retry(pause) => pause,
-                    Verdict::Down(why) => {
-                        self.stop.trigger();
-                        return Attempted {
-                            result: Retried::Stopped(Some(why)),
-                            attempts,
-                        };
-                    }
+                    Verdict::Down(_) => return self.down(attempts),
                 },
                 Step::Done(_) | Step::Later(_) => {
                     self.health.good();
@@ -136,11 +130,36 @@ impl Client {
                 }
             }
             drop(slot);
-            tokio::select! {
-                biased;
-                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                () = tokio::time::sleep(wait.1) => {}
+            // A long wait (a large `Retry-After`) wakes when the outage would reach its timeout.
+            let wake = tokio::time::Instant::now() + wait.1;
+            loop {
+                let nap = wake
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(self.health.until_timeout().max(Duration::from_millis(10)));
+                tokio::select! {
+                    biased;
+                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
+                    () = tokio::time::sleep(nap) => {}
+                }
+                if self.health.check().is_some() {
+                    return self.down(attempts);
+                }
+                if tokio::time::Instant::now() >= wake {
+                    break;
+                }
             }
+        }
+    }
+
+    /// The API is down past `--outage-timeout`: the run stops (the reason is the client's, said
+    /// once at the end; each row only says why it was not sent).
+    fn down<T>(&self, attempts: u32) -> Attempted<T> {
+        self.stop.trigger();
+        Attempted {
+            result: Retried::Stopped(Some(
+                "no answer: the API is unreachable (see the last line)".into(),
+            )),
+            attempts,
         }
     }
 
@@ -190,6 +209,10 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = match read_body(&mut response, limit).await {
+            // Reasons come from these bodies; a user list is only read for ids and UserIDs.
+            Ok(Some(body)) if !status.is_success() || limit == MAX_ANSWER_BYTES => {
+                redact(body, self.password.expose().as_bytes())
+            }
             Ok(Some(body)) => body,
             // Read no further: the connection is dropped with the response.
             Ok(None) => bytes::Bytes::from(format!(
@@ -216,6 +239,22 @@ impl Client {
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The longest user list read (about ten million users); streaming it is the lasting answer.
 pub const MAX_LIST_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The body with every occurrence of `secret` replaced by `***`.
+fn redact(body: bytes::Bytes, secret: &[u8]) -> bytes::Bytes {
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"***");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    bytes::Bytes::from(out)
+}
 
 /// A body of at most `limit` bytes, or `None` when it is longer (announced or as it arrives).
 async fn read_body(
@@ -245,4 +284,21 @@ async fn read_body(
         next = response.chunk().await?;
     }
     Ok(Some(body.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_echoed_by_the_server_is_taken_out() {
+        let body = bytes::Bytes::from_static(b"{\"message\":\"bad auth demo:hunter2 (hunter2)\"}");
+        assert_eq!(
+            &redact(body, b"hunter2")[..],
+            b"{\"message\":\"bad auth demo:*** (***)\"}"
+        );
+        let plain = bytes::Bytes::from_static(b"nothing here");
+        assert_eq!(&redact(plain, b"hunter2")[..], b"nothing here");
+        assert_eq!(&redact(bytes::Bytes::from_static(b"x"), b"")[..], b"x");
+    }
 }

@@ -17,13 +17,32 @@ pub struct ListedUser {
 
 /// The answer to listing a service's users.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(from = "ListAnswer")]
 pub struct UserList {
     /// The users.
     pub users: Vec<ListedUser>,
-    /// The count the server claims (`total`, or `count` in some clients); more than `users.len()`
-    /// means the list was truncated.
-    #[serde(default, alias = "count")]
+    /// The count the server claims (`total`, or `count` in some clients; the larger when both
+    /// come); more than the users listed means the list was truncated.
     pub total: Option<u64>,
+}
+
+/// The list as it comes: either count key, or both.
+#[derive(Deserialize)]
+struct ListAnswer {
+    users: Vec<ListedUser>,
+    #[serde(default)]
+    total: Option<u64>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+impl From<ListAnswer> for UserList {
+    fn from(answer: ListAnswer) -> UserList {
+        UserList {
+            users: answer.users,
+            total: answer.total.max(answer.count),
+        }
+    }
 }
 
 /// The body of a create.

@@ -20,7 +20,7 @@ use crate::cli::{ApiArgs, ImportArgs};
 
 pub use proxy::Proxy;
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
-pub use values::{base_url, delimiter, not_the_ledger, region, service_id};
+pub use values::{base_url, delimiter, not_the_input, not_the_ledger, region, service_id};
 
 /// The request rate of commands that make only a few requests.
 const DEFAULT_RATE: f64 = 20.0;
@@ -211,6 +211,9 @@ pub enum ConfigError {
         /// The path given.
         path: String,
     },
+    /// A report that would replace the file being imported.
+    #[error("--report {0} is the file being imported: name another file for the report")]
+    OutputIsInput(String),
     /// A delimiter that is not one ASCII character.
     #[error("--delimiter {0:?}: give one ASCII character, e.g. ';' or '\\t'")]
     BadDelimiter(String),
@@ -243,11 +246,14 @@ impl Pace {
         let concurrency = NonZeroUsize::new(args.concurrency)
             .filter(|c| c.get() <= 1024)
             .ok_or_else(|| bad("concurrency", args.concurrency.to_string(), "use 1 to 1024"))?;
-        if !args.rate.is_finite() || args.rate < 0.0 || args.rate > 1_000_000.0 {
+        // Below one request per 100 s the limiter's period overflows; nobody wants that rate.
+        if !args.rate.is_finite()
+            || !(args.rate == 0.0 || (0.01..=1_000_000.0).contains(&args.rate))
+        {
             return Err(bad(
                 "rate",
                 args.rate.to_string(),
-                "use 0 (unlimited) or a positive number of requests per second",
+                "use 0 (unlimited) or 0.01 to 1000000 requests per second",
             ));
         }
         let burst = NonZeroU32::new(args.burst)
@@ -307,6 +313,9 @@ impl ImportConfig {
         let pace = Pace::from_args(&args)?;
         if let Some(report) = &args.report {
             not_the_ledger("--report", report, &args.ledger.ledger)?;
+            if args.csv.as_os_str() != "-" {
+                not_the_input(report, &args.csv)?;
+            }
         }
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin

@@ -117,6 +117,15 @@ pub fn not_the_ledger(flag: &'static str, out: &Path, ledger: &Path) -> Result<(
     Ok(())
 }
 
+/// Refuses a `--report` that is the input file itself: the report replaces its target at the end,
+/// and a run that broke part-way would leave the user's file as a partial report.
+pub fn not_the_input(out: &Path, input: &Path) -> Result<(), ConfigError> {
+    if resolved(out) == resolved(input) {
+        return Err(ConfigError::OutputIsInput(out.display().to_string()));
+    }
+    Ok(())
+}
+
 /// A path with symlinks and `..` resolved as far as it exists.
 fn resolved(path: &Path) -> PathBuf {
     if let Ok(real) = std::fs::canonicalize(path) {

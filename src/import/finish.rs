@@ -18,8 +18,19 @@ use crate::user::escape;
 
 impl Run<'_> {
     /// Ends a run that failed part-way: the report still gets every row noted so far, and the run
-    /// is marked aborted if the ledger still takes writes. Returns `error`, the one to show.
-    pub(super) fn fail(&mut self, ledger: Option<Ledger>, error: ImportError) -> ImportError {
+    /// is marked aborted if the ledger still takes writes. Once requests were sent the run still
+    /// ends with its summary, aborted with `error` as the reason; before, `error` is returned.
+    pub(super) fn fail(
+        &mut self,
+        ledger: Option<Ledger>,
+        error: ImportError,
+        started: Instant,
+    ) -> Result<Summary, ImportError> {
+        // The writer's connection may be gone with the failure: a new one may still take this.
+        let ledger = ledger.or_else(|| {
+            self.run_id
+                .and_then(|_| Ledger::open_for_import(&self.config.ledger).ok())
+        });
         if let (Some(mut ledger), Some(id)) = (ledger, self.run_id) {
             // Best effort: a ledger that just failed may refuse this too, and `error` says more.
             let _ = ledger.finish_run(id, &self.counts, crate::exit::ABORTED);
@@ -33,7 +44,11 @@ impl Run<'_> {
                 .println(&format!("warning: the report could not be written: {e}"));
         }
         self.progress.finish();
-        error
+        if self.launched == 0 {
+            return Err(error);
+        }
+        self.abort(error.to_string());
+        Ok(self.summary(0, started))
     }
 
     pub(super) fn abort(&mut self, why: String) {
@@ -56,10 +71,10 @@ impl Run<'_> {
             Some(ledger) => Some(ledger),
             None => Ledger::open_for_plan(&config.ledger)?,
         };
-        let unresolved = match self.finish(ledger.as_mut(), client, stop).await {
+        let unresolved = match self.finish(ledger.as_mut(), client, (stop, signals)).await {
             Ok(unresolved) => unresolved,
-            Err(e) if config.mode.dry_run => return Err(self.fail(None, e.into())),
-            Err(e) => return Err(self.fail(ledger, ImportError::Recording(e))),
+            Err(e) if config.mode.dry_run => return self.fail(None, e.into(), started),
+            Err(e) => return self.fail(ledger, ImportError::Recording(e), started),
         };
         if let Some(why) = client.outage() {
             self.abort(why.to_string());
@@ -90,7 +105,7 @@ impl Run<'_> {
         if let (Some(ledger), Some(id)) = (&mut ledger, self.run_id)
             && let Err(e) = ledger.finish_run(id, &summary.counts, code)
         {
-            return Err(self.fail(None, ImportError::Recording(e)));
+            return self.fail(None, ImportError::Recording(e), started);
         }
         if let Some(e) = unsaved {
             return Err(report_error(config, e));
@@ -141,7 +156,7 @@ impl Run<'_> {
         &mut self,
         ledger: Option<&mut Ledger>,
         client: &Client,
-        stop: &Stop,
+        (stop, signals): (&Stop, &Signals),
     ) -> Result<u64, LedgerError> {
         let Some(ledger) = ledger else {
             return Ok(0);
@@ -155,7 +170,7 @@ impl Run<'_> {
             wanted.into_iter().map(|u| (u, why.to_string())).collect()
         } else {
             match self.user_list(client).await {
-                Ok(list) => self.resolve(ledger, wanted, &list)?,
+                Ok(list) => self.resolve(ledger, wanted, &list, signals)?,
                 Err(why) => wanted.into_iter().map(|u| (u, why.clone())).collect(),
             }
         };
@@ -169,6 +184,7 @@ impl Run<'_> {
         ledger: &mut Ledger,
         wanted: Vec<Unresolved>,
         list: &UserList,
+        signals: &Signals,
     ) -> Result<Vec<(Unresolved, String)>, LedgerError> {
         let index: HashMap<&str, usize> = wanted
             .iter()
@@ -181,9 +197,22 @@ impl Run<'_> {
                 hits[i].push(user);
             }
         }
-        let truncated = list.total.filter(|t| *t > list.users.len() as u64);
+        // Counted by distinct ids: an id listed twice must not hide a missing one.
+        let distinct = list
+            .users
+            .iter()
+            .map(|u| u.id_in_service.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let truncated = list.total.filter(|t| *t > distinct as u64);
         let mut left = Vec::new();
         for (row, hits) in wanted.iter().zip(hits) {
+            // Nothing awaits in this loop: the signal handler's own flag says whether to stop.
+            if signals.raised() {
+                let why = "its UserID was not looked up: the run stopped first";
+                left.push((row.clone(), why.to_string()));
+                continue;
+            }
             let (good, malformed): (Vec<&ListedUser>, Vec<&ListedUser>) =
                 hits.iter().partition(|u| is_valid_user_id(&u.id));
             let mut ids: Vec<&str> = good.iter().map(|u| u.id.as_str()).collect();
@@ -197,7 +226,7 @@ impl Run<'_> {
                     self.counts.resolved += 1;
                 }
                 ([], _, Some(bad)) => left.push((row.clone(), malformed_id(&bad.id))),
-                ([], _, None) => left.push((row.clone(), not_listed(list, truncated))),
+                ([], _, None) => left.push((row.clone(), not_listed(distinct, truncated))),
                 (_, _, _) => {
                     let all: Vec<&str> = hits.iter().map(|u| u.id.as_str()).collect();
                     left.push((row.clone(), listed_twice(hits.len(), &all)));
@@ -268,11 +297,10 @@ impl Run<'_> {
 }
 
 /// Why a wanted row is not in the list.
-fn not_listed(list: &UserList, truncated: Option<u64>) -> String {
+fn not_listed(distinct: usize, truncated: Option<u64>) -> String {
     match truncated {
         Some(total) => format!(
-            "not in the user list, which is truncated ({} of {total} users); the next run looks again",
-            list.users.len()
+            "not in the user list, which is truncated ({distinct} of {total} users); the next run looks again"
         ),
         None => "not in the service's user list (another key or case?); the next run looks again"
             .to_string(),

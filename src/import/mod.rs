@@ -118,8 +118,8 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     let (input_error, closed) = match (pumped, closed) {
         (Ok(input_error), Ok(closed)) => (input_error, closed),
         // A last commit that failed outweighs the rest: its rows are the ones not recorded.
-        (_, Err(e)) => return Err(run.fail(None, e)),
-        (Err(e), Ok(closed)) => return Err(run.fail(closed, e)),
+        (_, Err(e)) => return run.fail(None, e, started),
+        (Err(e), Ok(closed)) => return run.fail(closed, e, started),
     };
     run.conclude(closed, input_error, &client, (&stop, &signals), started)
         .await

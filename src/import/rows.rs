@@ -159,10 +159,14 @@ impl Run<'_> {
             self.abort(fatal);
             stop.trigger();
         }
+        let phone = done
+            .file_phone
+            .as_deref()
+            .unwrap_or(&done.change.phone_number);
         self.note(
             done.line,
             &done.change.id_in_service,
-            &done.change.phone_number,
+            phone,
             done.outcome,
             done.reason.as_deref(),
             done.settled,

@@ -153,6 +153,9 @@ pub struct Settled {
     pub settled: bool,
     /// An answer that must stop the run (401, 403, 404), as its message.
     pub fatal: Option<String>,
+    /// The file's phone, when the ledger records another (the one Verigator may hold): the log
+    /// and the report show the row as the file has it.
+    pub file_phone: Option<String>,
 }
 
 /// Interprets a row's answer. `verbose` adds the UserID to synced rows' reasons.
@@ -184,6 +187,7 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         reason: None,
         settled: false,
         fatal: None,
+        file_phone: None,
     };
     if let (Some(deleted), Some(old)) = (answer.deleted, &replace)
         && let Some((outcome, reason)) = delete_failure(deleted, old, &mut done)
@@ -202,15 +206,16 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
     done
 }
 
-/// What the ledger must record for a row whose requests got no answer before the run stopped:
-/// only a replacement whose delete may have gone out. Its old UserID is in the history already;
-/// the row becomes `retry` without a UserID, with the phone Verigator may hold.
+/// What the ledger must record for a row whose requests got no answer before the run stopped: a
+/// create may have gone out, and a replacement's delete too (its old UserID is in the history
+/// already). The row becomes `retry` without a UserID, with the phone Verigator may hold.
 pub fn unanswered(job: &Job) -> Option<Change> {
-    let old = job.replace.as_ref()?;
-    let phone = match job.trip.get() {
-        Trip::Waiting => return None,
-        Trip::Deleting => &old.old_phone,
-        Trip::Deleted => &job.user.phone_number,
+    let phone = match (&job.replace, job.trip.get()) {
+        (Some(_), Trip::Waiting) => return None,
+        (Some(old), Trip::Deleting) => &old.old_phone,
+        (Some(_), Trip::Deleted) => &job.user.phone_number,
+        // A create that may have gone out: the next run must know the row, and the phone sent.
+        (None, _) => job.last_sent.as_ref().unwrap_or(&job.user.phone_number),
     };
     Some(Change {
         id_in_service: job.user.id_in_service.clone(),
@@ -219,8 +224,8 @@ pub fn unanswered(job: &Job) -> Option<Change> {
         user_id: None,
         ctime: None,
         attempts: 0,
-        last_error: Some("replacement cut short: no answer before the run stopped".into()),
-        known: true,
+        last_error: Some("no answer before the run stopped".into()),
+        known: job.known,
     })
 }
 
@@ -259,7 +264,10 @@ fn delete_failure(
     };
     if uncertain && let Some((_, reason)) = &failure {
         done.write = true;
-        done.change.phone_number = old.old_phone.clone();
+        done.file_phone = Some(std::mem::replace(
+            &mut done.change.phone_number,
+            old.old_phone.clone(),
+        ));
         done.change.last_error = Some(reason.clone());
     }
     failure
@@ -300,21 +308,7 @@ fn created(
             (change.user_id, change.ctime) = (user_id, ctime);
             (outcome, true, true)
         }
-        Retried::Done(Created::Exists) => {
-            change.status = Status::Present;
-            let Some(earlier) = last_sent else {
-                return (Outcome::Present, true, true);
-            };
-            // An earlier create sent `earlier` and its answer was lost: that is the phone
-            // Verigator holds, so the ledger says so and the next run sees the change.
-            done.reason = Some(format!(
-                "present at Verigator, created earlier with {} (that answer was lost) but the file has {}; not sent (--apply-changes replaces the user)",
-                mask_phone(&earlier),
-                mask_phone(&change.phone_number)
-            ));
-            change.phone_number = earlier;
-            (Outcome::Changed, false, true)
-        }
+        Retried::Done(Created::Exists) => exists(done, replace, last_sent),
         Retried::Done(Created::Rejected(why)) => {
             change.status = Status::Failed;
             done.reason = Some(why.clone());
@@ -330,6 +324,7 @@ fn created(
         Retried::GaveUp(why) => {
             done.reason = Some(why.clone());
             change.last_error = Some(why);
+            done.file_phone = keep_earlier_phone(change, last_sent);
             (Outcome::Retry, false, true)
         }
         Retried::Stopped(why) => {
@@ -338,10 +333,51 @@ fn created(
                     .unwrap_or_else(|| "not sent: the run stopped first".into()),
             );
             change.last_error = why;
+            done.file_phone = keep_earlier_phone(change, last_sent);
             // Sent at least once: the server may have the user, so the ledger must know the row.
             (Outcome::Retry, false, attempts > 0 || replace.is_some())
         }
     }
+}
+
+/// A 409. For a replacement it means the old user outlived its accepted delete (a 202 may be
+/// carried out later); for a row whose earlier create sent another phone and lost its answer, that
+/// phone is the one Verigator holds. Either way the ledger records the phone Verigator has, and
+/// the next run sees the change again.
+fn exists(
+    done: &mut Settled,
+    replace: Option<&Replace>,
+    last_sent: Option<String>,
+) -> (Outcome, bool, bool) {
+    done.change.status = Status::Present;
+    let file = mask_phone(&done.change.phone_number);
+    let (held, why) = match (replace, last_sent) {
+        (Some(old), _) => (
+            old.old_phone.clone(),
+            format!(
+                "the old user is still there after its delete was accepted; Verigator holds {} and the file has {file}: rerun with --apply-changes",
+                mask_phone(&old.old_phone)
+            ),
+        ),
+        (None, Some(earlier)) => (
+            earlier.clone(),
+            format!(
+                "present at Verigator, created earlier with {} (that answer was lost) but the file has {file}; not sent (--apply-changes replaces the user)",
+                mask_phone(&earlier)
+            ),
+        ),
+        (None, None) => return (Outcome::Present, true, true),
+    };
+    done.reason = Some(why);
+    done.file_phone = Some(std::mem::replace(&mut done.change.phone_number, held));
+    (Outcome::Changed, false, true)
+}
+
+/// A row whose answer was lost after an earlier lost answer with another phone: either phone may
+/// be the one Verigator holds. The earlier one is kept, so that a 409 later reads as a change
+/// (visible, and fixed by `--apply-changes`) rather than as the file's phone (silently wrong).
+fn keep_earlier_phone(change: &mut Change, last_sent: Option<String>) -> Option<String> {
+    last_sent.map(|earlier| std::mem::replace(&mut change.phone_number, earlier))
 }
 
 #[cfg(test)]
@@ -508,5 +544,21 @@ mod tests {
             ),
             (None, "+37255555550")
         );
+    }
+
+    #[test]
+    fn a_409_after_an_accepted_delete_keeps_the_old_phone_and_is_a_change() {
+        let mut answer = created(Retried::Done(Created::Exists), 1);
+        answer.deleted = Some(Attempted {
+            result: Retried::Done(Deleted::Gone),
+            attempts: 1,
+        });
+        let done = settle(job(true, true), answer, false);
+        assert_eq!((done.outcome, done.write), (Outcome::Changed, true));
+        assert_eq!(
+            (done.change.phone_number.as_str(), done.change.status),
+            ("+37255555550", Status::Present)
+        );
+        assert_eq!(done.file_phone.as_deref(), Some("+37255555555"));
     }
 }

@@ -102,6 +102,26 @@ pub(super) fn acquire(real: &Path, shown: &str) -> Result<File, LedgerError> {
     Ok(file)
 }
 
+/// Locks the ledger file itself (`real`, its canonical path), which every path to it shares, hard
+/// links included. The lock file names the holder; this one only refuses.
+pub(super) fn acquire_file(real: &Path, shown: &str) -> Result<File, LedgerError> {
+    let file = File::open(real).map_err(|source| LedgerError::Io {
+        path: shown.to_string(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
+            path: shown.to_string(),
+            holder: "another run reaching the same file by another path (a hard link?)".into(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
+            path: shown.to_string(),
+            source,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Ledger;

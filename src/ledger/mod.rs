@@ -160,6 +160,9 @@ pub struct Ledger {
     /// than the insert's own bookkeeping, and a batch lasts at most [`write::BATCH_AGE`].
     batch_time: String,
     _lock: Option<File>,
+    /// The ledger file itself, locked too: a hard link is another path to the same file. Declared
+    /// after the connection, so it is closed after it.
+    _file_lock: Option<File>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -181,8 +184,15 @@ impl Ledger {
     pub fn open_for_import(path: &Path) -> Result<Ledger, LedgerError> {
         let shown = path.display().to_string();
         let real = lock::canonical(path, &shown)?;
+        if std::fs::metadata(&real).is_ok_and(|meta| !meta.is_file()) {
+            return Err(LedgerError::NotALedger {
+                path: shown,
+                reason: "not a regular file".into(),
+            });
+        }
         let lock = lock::acquire(&real, &shown)?;
         let fresh = create_private(&real, &shown)?;
+        let file_lock = lock::acquire_file(&real, &shown)?;
         let mut conn = Connection::open_with_flags(
             &real,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -204,12 +214,9 @@ impl Ledger {
                 reason: format!("migration failed: {e}"),
             })?;
         check_rowid_headroom(&conn, &shown)?;
-        Ok(Ledger::with(
-            conn,
-            shown,
-            Some(lock),
-            MIGRATIONS.len() as i64,
-        ))
+        let mut ledger = Ledger::with(conn, shown, Some(lock), MIGRATIONS.len() as i64);
+        ledger._file_lock = Some(file_lock);
+        Ok(ledger)
     }
 
     /// Opens an existing ledger for reading (`status`, `export`), without taking the run lock, so
@@ -251,6 +258,7 @@ impl Ledger {
             batch_started: Instant::now(),
             batch_time: now(),
             _lock: lock,
+            _file_lock: None,
         }
     }
 

@@ -74,7 +74,12 @@ impl Progress {
         } else if self.lines && self.last_refresh.elapsed() >= self.every {
             self.last_refresh = Instant::now();
             let total = estimate_total(counts.rows, bytes, self.size);
-            eprintln!("{}", status_line(counts, total, self.started.elapsed()));
+            // A closed stderr must not stop the run: the summary and the ledger still matter.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                status_line(counts, total, self.started.elapsed())
+            );
         }
     }
 
@@ -95,7 +100,9 @@ impl Progress {
     pub fn println(&self, message: &str) {
         let message = printable(message);
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{message}")),
+            Some(bar) => bar.suspend(|| {
+                let _ = writeln!(std::io::stderr().lock(), "{message}");
+            }),
             None => {
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(err, "{message}");
