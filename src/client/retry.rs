@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
 use super::answers::{Step, parse_retry_after};
@@ -49,6 +50,14 @@ pub enum Exchange {
     Transport(String),
 }
 
+/// Why a request's retries ended before an answer.
+enum Cut {
+    /// The run stopped (a signal, a fatal answer elsewhere).
+    Stopped,
+    /// The API is down past `--outage-timeout`.
+    Down,
+}
+
 impl Client {
     /// Sends one request until `classify` calls an answer final, the attempts run out, or the run
     /// stops.
@@ -71,83 +80,128 @@ impl Client {
         let mut attempts = 0;
         let mut last_reason = None;
         loop {
-            // Through an outage only a probe goes out; its slot is held until its answer is in.
-            let slot = tokio::select! {
-                biased;
-                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                slot = self.health.admit() => slot,
+            let slot = match self.ready().await {
+                Ok(slot) => slot,
+                Err(cut) => return self.cut(cut, last_reason, attempts),
             };
-            tokio::select! {
-                biased;
-                () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                () = self.throttle.acquire() => {}
-            }
             attempts += 1;
-            let exchange = self.exchange(method.clone(), url.clone(), body.clone());
-            // A read changes nothing at Verigator, so a stop abandons it (a large user list can
-            // take minutes); a create or delete in flight is waited for, so its answer is recorded.
-            let exchange = if method == Method::GET {
-                tokio::select! {
-                    biased;
-                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                    exchange = exchange => exchange,
-                }
-            } else {
-                exchange.await
-            };
-            let step = match exchange {
-                Exchange::Transport(reason) => Step::Again {
-                    reason,
-                    floor: None,
-                    pause_all: false,
-                },
-                Exchange::Answer {
-                    status,
-                    retry_after,
-                    body,
-                } => classify(status, retry_after, &body),
+            let step = match self.attempt(&method, &url, &body, &classify).await {
+                Ok(step) => step,
+                Err(cut) => return self.cut(cut, last_reason, attempts),
             };
             let probe_pause = match &step {
                 Step::Again { .. } => match self.health.transient(slot.is_some()) {
                     Verdict::Retry(pause) => pause,
-                    Verdict::Down(_) => return self.down(attempts),
+                    Verdict::Down(_) => return self.cut(Cut::Down, last_reason, attempts),
                 },
                 Step::Done(_) | Step::Later(_) => {
                     self.health.good();
                     Duration::ZERO
                 }
             };
-            let wait = match self.after(step, attempts) {
+            let (reason, wait) = match self.after(step, attempts) {
                 Ok(wait) => wait,
                 Err(result) => return Attempted { result, attempts },
             };
-            last_reason = Some(wait.0);
-            if slot.is_some() && !probe_pause.is_zero() {
-                tokio::select! {
-                    biased;
-                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                    () = tokio::time::sleep(probe_pause) => {}
-                }
+            last_reason = Some(reason);
+            if let Err(cut) = self.pause(slot, probe_pause, wait).await {
+                return self.cut(cut, last_reason, attempts);
             }
-            drop(slot);
-            // A long wait (a large `Retry-After`) wakes when the outage would reach its timeout.
-            let wake = tokio::time::Instant::now() + wait.1;
-            loop {
-                let nap = wake
-                    .saturating_duration_since(tokio::time::Instant::now())
-                    .min(self.health.until_timeout().max(Duration::from_millis(10)));
-                tokio::select! {
-                    biased;
-                    () = self.stop.wait() => return Attempted { result: Retried::Stopped(last_reason), attempts },
-                    () = tokio::time::sleep(nap) => {}
-                }
-                if self.health.check().is_some() {
-                    return self.down(attempts);
-                }
-                if tokio::time::Instant::now() >= wake {
-                    break;
-                }
+        }
+    }
+
+    /// Waits for the turn to send: a probe's slot through an outage, then a token of the limiter.
+    async fn ready(&self) -> Result<Option<OwnedSemaphorePermit>, Cut> {
+        let slot = tokio::select! {
+            biased;
+            () = self.stop.wait() => return Err(Cut::Stopped),
+            slot = self.health.admit() => slot,
+        };
+        tokio::select! {
+            biased;
+            () = self.stop.wait() => Err(Cut::Stopped),
+            () = self.throttle.acquire() => Ok(slot),
+        }
+    }
+
+    /// One request and what its answer means.
+    async fn attempt<T>(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: &Option<bytes::Bytes>,
+        classify: &impl Fn(StatusCode, Option<Duration>, &[u8]) -> Step<T>,
+    ) -> Result<Step<T>, Cut> {
+        let exchange = self.exchange(method.clone(), url.clone(), body.clone());
+        // A read changes nothing at Verigator, so a stop abandons it (a large user list can take
+        // minutes); a create or delete in flight is waited for, so its answer is recorded.
+        let exchange = if *method == Method::GET {
+            tokio::select! {
+                biased;
+                () = self.stop.wait() => return Err(Cut::Stopped),
+                exchange = exchange => exchange,
             }
+        } else {
+            exchange.await
+        };
+        Ok(match exchange {
+            Exchange::Transport(reason) => Step::Again {
+                reason,
+                floor: None,
+                pause_all: false,
+            },
+            Exchange::Answer {
+                status,
+                retry_after,
+                body,
+            } => classify(status, retry_after, &body),
+        })
+    }
+
+    /// Waits before the next attempt: a failed probe holds its slot for `probe_pause` first, so
+    /// probes are spaced; a long wait (a large `Retry-After`) wakes when the outage would reach
+    /// its timeout.
+    async fn pause(
+        &self,
+        slot: Option<OwnedSemaphorePermit>,
+        probe_pause: Duration,
+        wait: Duration,
+    ) -> Result<(), Cut> {
+        if slot.is_some() && !probe_pause.is_zero() {
+            tokio::select! {
+                biased;
+                () = self.stop.wait() => return Err(Cut::Stopped),
+                () = tokio::time::sleep(probe_pause) => {}
+            }
+        }
+        drop(slot);
+        let wake = tokio::time::Instant::now() + wait;
+        loop {
+            let nap = wake
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(self.health.until_timeout().max(Duration::from_millis(10)));
+            tokio::select! {
+                biased;
+                () = self.stop.wait() => return Err(Cut::Stopped),
+                () = tokio::time::sleep(nap) => {}
+            }
+            if self.health.check().is_some() {
+                return Err(Cut::Down);
+            }
+            if tokio::time::Instant::now() >= wake {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How a request cut short ends.
+    fn cut<T>(&self, cut: Cut, last_reason: Option<String>, attempts: u32) -> Attempted<T> {
+        match cut {
+            Cut::Stopped => Attempted {
+                result: Retried::Stopped(last_reason),
+                attempts,
+            },
+            Cut::Down => self.down(attempts),
         }
     }
 

@@ -5,6 +5,7 @@
 //! - `secret.rs`: the credentials and the `Secret` that never prints.
 //! - `values.rs`: single values parsed and checked (service id, base URL, delimiter, region).
 
+mod pace;
 mod proxy;
 mod secret;
 mod values;
@@ -17,6 +18,7 @@ use thiserror::Error;
 use url::Url;
 
 use crate::cli::{ApiArgs, ImportArgs};
+use pace::{Pace, timeout};
 
 pub use proxy::Proxy;
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
@@ -225,98 +227,28 @@ pub enum ConfigError {
     BadStatus(String),
 }
 
-/// The pace of an import's requests, as the numeric flags give it.
-struct Pace {
-    concurrency: NonZeroUsize,
-    rate: Option<f64>,
-    burst: NonZeroU32,
-    max_attempts: NonZeroU32,
-    timeout: Duration,
-    outage_timeout: Duration,
-}
-
-impl Pace {
-    /// Checks the numeric flags of `import`.
-    fn from_args(args: &ImportArgs) -> Result<Pace, ConfigError> {
-        let bad = |flag, value: String, reason| ConfigError::BadNumber {
-            flag,
-            value,
-            reason,
-        };
-        let concurrency = NonZeroUsize::new(args.concurrency)
-            .filter(|c| c.get() <= 1024)
-            .ok_or_else(|| bad("concurrency", args.concurrency.to_string(), "use 1 to 1024"))?;
-        // Below one request per 100 s the limiter's period overflows; nobody wants that rate.
-        if !args.rate.is_finite()
-            || !(args.rate == 0.0 || (0.01..=1_000_000.0).contains(&args.rate))
-        {
-            return Err(bad(
-                "rate",
-                args.rate.to_string(),
-                "use 0 (unlimited) or 0.01 to 1000000 requests per second",
-            ));
-        }
-        let burst = NonZeroU32::new(args.burst)
-            .ok_or_else(|| bad("burst", args.burst.to_string(), "use 1 or more"))?;
-        let max_attempts = NonZeroU32::new(args.max_attempts)
-            .filter(|n| n.get() <= 100)
-            .ok_or_else(|| {
-                bad(
-                    "max-attempts",
-                    args.max_attempts.to_string(),
-                    "use 1 to 100",
-                )
-            })?;
-        Ok(Pace {
-            concurrency,
-            rate: (args.rate > 0.0).then_some(args.rate),
-            burst,
-            max_attempts,
-            timeout: timeout(args.timeout)?,
-            outage_timeout: outage_timeout(args.outage_timeout)?,
-        })
-    }
-}
-
 /// An environment variable, if set and valid UTF-8.
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Checks a `--timeout` in seconds.
-fn timeout(seconds: f64) -> Result<Duration, ConfigError> {
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 3600.0 {
-        return Err(ConfigError::BadNumber {
-            flag: "timeout",
-            value: seconds.to_string(),
-            reason: "use more than 0 and at most 3600 seconds",
-        });
+/// A `--report` must replace neither the ledger nor the file being imported.
+fn check_report(args: &ImportArgs) -> Result<(), ConfigError> {
+    let Some(report) = &args.report else {
+        return Ok(());
+    };
+    not_the_ledger("--report", report, &args.ledger.ledger)?;
+    if args.csv.as_os_str() != "-" {
+        not_the_input(report, &args.csv)?;
     }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Checks an `--outage-timeout` in seconds (up to a week).
-fn outage_timeout(seconds: f64) -> Result<Duration, ConfigError> {
-    if !seconds.is_finite() || !(1.0..=7.0 * 86400.0).contains(&seconds) {
-        return Err(ConfigError::BadNumber {
-            flag: "outage-timeout",
-            value: seconds.to_string(),
-            reason: "use 1 to 604800 seconds",
-        });
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(())
 }
 
 impl ImportConfig {
     /// Validates `import`'s arguments and reads the credentials from the environment.
     pub fn from_args(args: ImportArgs) -> Result<Self, ConfigError> {
         let pace = Pace::from_args(&args)?;
-        if let Some(report) = &args.report {
-            not_the_ledger("--report", report, &args.ledger.ledger)?;
-            if args.csv.as_os_str() != "-" {
-                not_the_input(report, &args.csv)?;
-            }
-        }
+        check_report(&args)?;
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin
         } else {

@@ -145,6 +145,31 @@ impl<R: Read> Lines<R> {
         give
     }
 
+    /// Copies a run of bytes that change nothing but the counts (inside a field, up to the next
+    /// byte that can end it, a line break, or the record limit) straight through; returns how
+    /// many. Most of a file goes this way, a byte at a time being too slow for a nightly rerun.
+    fn copy_run(&mut self, out: &mut [u8]) -> usize {
+        if self.at_record_start || self.skipping {
+            return 0;
+        }
+        let (a, b) = match self.quoting {
+            Quoting::Unquoted => (self.delimiter, b'\n'),
+            Quoting::Quoted => (b'"', b'\n'),
+            Quoting::FieldStart | Quoting::QuoteInQuoted => return 0,
+        };
+        let room = usize::try_from(MAX_RECORD_BYTES - self.record_bytes.min(MAX_RECORD_BYTES))
+            .unwrap_or(usize::MAX)
+            .min(out.len());
+        let available = &self.buf[self.pos..self.len];
+        let available = &available[..available.len().min(room)];
+        let run = memchr::memchr2(a, b, available).unwrap_or(available.len());
+        out[..run].copy_from_slice(&available[..run]);
+        self.pos += run;
+        self.record_bytes += run as u64;
+        self.queued += run as u64;
+        run
+    }
+
     /// Moves the quoting state on by one byte; returns whether the byte ends the record.
     fn follow(&mut self, b: u8) -> bool {
         use Quoting::*;
@@ -192,6 +217,11 @@ impl<R: Read> Read for Lines<R> {
                     }
                     break;
                 }
+            }
+            let copied = self.copy_run(&mut out[n..]);
+            if copied > 0 {
+                n += copied;
+                continue;
             }
             let b = self.buf[self.pos];
             self.pos += 1;
