@@ -67,8 +67,11 @@ pub fn mask_phones_in(text: &str) -> String {
         while end < bytes.len() && bytes[end].is_ascii_digit() {
             end += 1;
         }
-        let before_is_digit = start > 0 && bytes[start - 1].is_ascii_digit();
-        if !before_is_digit && (8..=15).contains(&(end - digits_from)) {
+        // A number standing alone: not part of a word, a UUID or a longer code.
+        let joined = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        let alone = (start == 0 || !joined(bytes[start - 1]))
+            && (end == bytes.len() || !joined(bytes[end]));
+        if alone && (8..=15).contains(&(end - digits_from)) {
             out.push_str(&mask_phone(&text[start..end]));
             i = end;
         } else {
@@ -146,6 +149,14 @@ mod tests {
             "422: Invalid phone +3725****67 (also 37255****67), code 42"
         );
         assert_eq!(mask_phones_in("ünï 1234567 ok"), "ünï 1234567 ok");
+        // UserIDs keep their digits.
+        for id in [
+            "94019fab-af23-4f7f-8c4f-36d877143303",
+            "8c4f-123456789012",
+            "u123456789",
+        ] {
+            assert_eq!(mask_phones_in(id), id);
+        }
     }
 
     #[test]
