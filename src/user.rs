@@ -23,6 +23,13 @@ pub fn is_unprintable(c: char) -> bool {
 
 /// The first unprintable character of `text`, if any.
 pub fn first_unprintable(text: &str) -> Option<char> {
+    // Most ids are ASCII: a byte scan then suffices (bidi controls are never ASCII).
+    if text.is_ascii() {
+        return text
+            .bytes()
+            .find(|&b| b < 0x20 || b == 0x7f)
+            .map(char::from);
+    }
     text.chars().find(|&c| is_unprintable(c))
 }
 
