@@ -4,18 +4,107 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Bulk-register users into a Messente Verigator 2FA service, resumably.
 ///
 /// Credentials come only from the environment: VERIGATOR_USERNAME and VERIGATOR_PASSWORD.
 #[derive(Debug, Parser)]
-#[command(name = "verigator-sync", version, about, long_about = None)]
+#[command(name = "verigator-sync", version, about, long_about = None, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// When to colour the help and error messages: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
 }
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// Colour on a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl Cli {
+    /// Parses the command line, colouring help and errors as `--color` and `NO_COLOR` say. Both
+    /// must be known before clap prints anything, so they are read ahead of the parse.
+    pub fn parse_with_color() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let mut when = None;
+        for (i, arg) in args.iter().enumerate() {
+            let arg = arg.to_string_lossy();
+            let value = match arg.strip_prefix("--color") {
+                Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
+                Some("") => args
+                    .get(i + 1)
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                _ => continue,
+            };
+            when = Some(value);
+        }
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let choice = match when.as_deref() {
+            Some("always") => clap::ColorChoice::Always,
+            Some("never") => clap::ColorChoice::Never,
+            _ if no_color => clap::ColorChoice::Never,
+            _ => clap::ColorChoice::Auto,
+        };
+        let matches = Cli::command().color(choice).get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  # First import (credentials in the environment, never as flags):
+  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p VERIGATOR_SERVICE_ID=81213bfd-b690-499e-b9d2-8754cb1550e8
+  verigator-sync import --dry-run users.csv      # the plan: nothing sent, nothing written
+  verigator-sync import --limit 100 users.csv    # a canary of 100 rows
+  verigator-sync import --report problems.csv users.csv
+  # Every night from cron:
+  15 2 * * *  verigator-sync import --json --ledger /srv/vs/ledger.db /srv/exports/users.csv
+  # The UserIDs for your own database:
+  verigator-sync export --status synced,present --out user-ids.csv
+  # A rehearsal against the built-in simulator:
+  verigator-sync simulate --listen 127.0.0.1:8080 &
+  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo verigator-sync import --base-url http://127.0.0.1:8080 users.csv
+
+Exit codes: 0 every row synced or present; 1 some rows are not (see the warnings or --report);
+2 usage, configuration or input error, nothing sent; 3 aborted (signal, 401/403/404, outage, ledger in use
+or failing); the summary says what was done.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  verigator-sync status
+  verigator-sync status --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 --json";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  verigator-sync export --status synced,present --out user-ids.csv   # the UserIDs for your database
+  verigator-sync export --status failed,retry                        # what still needs a look
+  verigator-sync export --history                                    # replaced users and reconcile's fixes
+  verigator-sync export --format ndjson | jq .user_id";
+
+const RECONCILE_EXAMPLES: &str = "\
+Examples:
+  verigator-sync reconcile --report disagreements.csv   # compare only
+  verigator-sync reconcile --fix                        # correct the ledger (old values kept: export --history)
+
+Exit codes: 0 everything agrees; 1 disagreements remain or the list is truncated; 2 usage; 3 aborted.";
+
+const SIMULATE_EXAMPLES: &str = "\
+Examples:
+  verigator-sync simulate --listen 127.0.0.1:8080
+  verigator-sync simulate --listen 127.0.0.1:0 --fail-rate 0.05 --latency-ms 200 --seed existing.csv
+  # then: VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo verigator-sync import --base-url http://127.0.0.1:8080 ...";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,12 +113,16 @@ pub enum Command {
     #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
     /// Show counts per service and status, and the last runs.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
     /// Write the ledger as CSV: how you store the UserIDs in your own database.
+    #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
     /// Compare the service's users at Verigator with the ledger (changes it only with --fix).
+    #[command(after_help = RECONCILE_EXAMPLES)]
     Reconcile(ReconcileArgs),
     /// Serve an in-memory Verigator on loopback for tests, demos and rehearsals.
+    #[command(after_help = SIMULATE_EXAMPLES)]
     Simulate(SimulateArgs),
     /// Import the bundled sample into a built-in simulator, twice, to show what a run looks like.
     Demo,

@@ -177,8 +177,11 @@ pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
         report::write_file(path, |w| findings.write_report(w)).map_err(Error::io(what))?;
     }
     if args.json {
-        writeln!(std::io::stdout().lock(), "{}", findings.to_json())
-            .map_err(Error::io("cannot write to stdout"))?;
+        match writeln!(std::io::stdout().lock(), "{}", findings.to_json()) {
+            // Nobody reads it any more; the exit code still says how reconcile went.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.map_err(Error::io("cannot write to stdout"))?,
+        }
     }
     Ok(findings.exit_code())
 }

@@ -3,13 +3,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use verigator_sync::cli::{Cli, Command};
 use verigator_sync::user::printable;
 use verigator_sync::{commands, demo, exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_color();
     let result = match cli.command {
         Command::Import(args) => commands::import(args),
         Command::Status(args) => commands::status(args),

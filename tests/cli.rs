@@ -415,3 +415,91 @@ fn demo_runs_from_any_directory_and_accounts_for_every_user_id() {
         "nothing left behind"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_an_export_quietly() {
+    use std::io::BufRead;
+    let env = Env::new();
+    env.import(
+        &env.file("u.csv", users_csv(0, 1000)),
+        &["--concurrency", "32"],
+    )
+    .expect_code(0);
+    let mut child = env
+        .cmd()
+        .arg("export")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("export");
+    {
+        // One line, then the reader goes away, as `| head -1` does.
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("one line");
+        assert!(first.starts_with("service_id,"), "{first}");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "quiet");
+}
+
+#[test]
+fn every_missing_setting_is_named_at_once() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 1));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verigator-sync"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(env.dir.path())
+        .arg("import")
+        .arg(&csv)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().next().unwrap_or_default();
+    for wanted in [
+        "--service-id or set VERIGATOR_SERVICE_ID",
+        "VERIGATOR_USERNAME is not set",
+        "VERIGATOR_PASSWORD is not set",
+    ] {
+        assert!(line.contains(wanted), "{wanted} in one line: {stderr}");
+    }
+    assert!(
+        !env.dir.path().join("verigator-sync.db").exists(),
+        "nothing opened"
+    );
+}
+
+#[test]
+fn help_teaches_and_colour_follows_the_terminal_and_no_color() {
+    let help = |args: &[&str], no_color: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_verigator-sync"));
+        cmd.args(args);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        out.stdout
+    };
+    let top = String::from_utf8(help(&["--help"], false)).expect("utf-8");
+    assert!(
+        top.contains("Examples:") && top.contains("Exit codes:"),
+        "{top}"
+    );
+    for sub in ["export", "status", "reconcile", "simulate", "import"] {
+        let text = String::from_utf8(help(&[sub, "--help"], false)).expect("utf-8");
+        assert!(text.contains("Examples:"), "{sub}: {text}");
+    }
+    // Off a terminal there is no colour; NO_COLOR and --color never keep it off even when forced.
+    assert!(!help(&["--help"], false).contains(&0x1b));
+    assert!(!help(&["--color", "never", "--help"], false).contains(&0x1b));
+    assert!(!help(&["--help"], true).contains(&0x1b));
+    assert!(help(&["--color", "always", "--help"], false).contains(&0x1b));
+}

@@ -169,6 +169,9 @@ pub enum ConfigError {
     /// No service id.
     #[error("no service id: pass --service-id or set VERIGATOR_SERVICE_ID")]
     MissingServiceId,
+    /// Every setting that is missing, said at once.
+    #[error("missing settings: {0}")]
+    Missing(String),
     /// The service id cannot be put into a URL path.
     #[error("service id {0:?} may hold only letters, digits, '-' and '_'")]
     BadServiceId(String),
@@ -232,6 +235,28 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Says at once every setting that is missing (not one per run): the service id, and with
+/// `credentials` the API username and password.
+fn missing_settings(service_id: Option<&str>, credentials: bool) -> Result<(), ConfigError> {
+    let mut missing = Vec::new();
+    if service_id.is_none_or(|s| s.trim().is_empty()) {
+        missing.push("no service id: pass --service-id or set VERIGATOR_SERVICE_ID");
+    }
+    if credentials {
+        let unset = |name| env_var(name).is_none_or(|v| v.is_empty());
+        if unset(USERNAME_VAR) {
+            missing.push("VERIGATOR_USERNAME is not set: export the Messente API username");
+        }
+        if unset(PASSWORD_VAR) {
+            missing.push("VERIGATOR_PASSWORD is not set: export the Messente API password (never a flag: argv is public)");
+        }
+    }
+    match missing.len() {
+        0 => Ok(()),
+        _ => Err(ConfigError::Missing(missing.join("; "))),
+    }
+}
+
 /// A `--report` must replace neither the ledger nor the file being imported.
 fn check_report(args: &ImportArgs) -> Result<(), ConfigError> {
     let Some(report) = &args.report else {
@@ -247,6 +272,8 @@ fn check_report(args: &ImportArgs) -> Result<(), ConfigError> {
 impl ImportConfig {
     /// Validates `import`'s arguments and reads the credentials from the environment.
     pub fn from_args(args: ImportArgs) -> Result<Self, ConfigError> {
+        // A plan sends nothing, so it needs no credentials.
+        missing_settings(args.api.service_id.as_deref(), !args.dry_run)?;
         let pace = Pace::from_args(&args)?;
         check_report(&args)?;
         let source = if args.csv.as_os_str() == "-" {
@@ -316,6 +343,7 @@ impl ReconcileConfig {
         timeout_s: f64,
         (fix, force): (bool, bool),
     ) -> Result<Self, ConfigError> {
+        missing_settings(api.service_id.as_deref(), true)?;
         let timeout = timeout(timeout_s)?;
         let service_id = service_id(api.service_id)?;
         let base_url = base_url(&api.base_url)?;

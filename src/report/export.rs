@@ -30,7 +30,7 @@ pub fn export(
         ExportFormat::Csv => {
             let mut out = csv::Writer::from_writer(w);
             out.write_record(EXPORT_HEADER)
-                .map_err(|e| ExportError::Write(e.into()))?;
+                .map_err(|e| ExportError::Write(csv_io(e)))?;
             ledger.for_each_user(service_id, statuses, |row| {
                 out.write_record([
                     row.service_id.as_str(),
@@ -42,7 +42,7 @@ pub fn export(
                     &row.updated_at,
                     row.last_error.as_deref().unwrap_or(""),
                 ])
-                .map_err(io::Error::from)
+                .map_err(csv_io)
             })?;
             out.flush().map_err(ExportError::Write)
         }
@@ -81,7 +81,7 @@ pub fn export_history(
         ExportFormat::Csv => {
             let mut out = csv::Writer::from_writer(w);
             out.write_record(HISTORY_HEADER)
-                .map_err(|e| ExportError::Write(e.into()))?;
+                .map_err(|e| ExportError::Write(csv_io(e)))?;
             ledger.for_each_history(service_id, |row| {
                 out.write_record([
                     row.service_id.as_str(),
@@ -93,7 +93,7 @@ pub fn export_history(
                     row.new_phone.as_deref().unwrap_or(""),
                     &row.at,
                 ])
-                .map_err(io::Error::from)
+                .map_err(csv_io)
             })?;
             out.flush().map_err(ExportError::Write)
         }
@@ -105,5 +105,14 @@ pub fn export_history(
             })?;
             out.flush().map_err(ExportError::Write)
         }
+    }
+}
+
+/// The I/O error inside a csv writer's error, so that a closed pipe is seen as one (csv's own
+/// conversion wraps it where the error chain cannot reach it).
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
