@@ -122,6 +122,7 @@ pub fn export(args: ExportArgs) -> Result<u8, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(out) = &args.out {
         crate::config::not_the_ledger("--out", out, &args.ledger.ledger)?;
+        report::check_target(out).map_err(Error::io(format!("--out {}", out.display())))?;
     }
     let ledger = Ledger::open_read_only(&args.ledger.ledger)?;
     let service = args.service_id.as_deref();
@@ -163,6 +164,18 @@ impl From<std::io::Error> for ExportOut {
 pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
     if let Some(report) = &args.report {
         crate::config::not_the_ledger("--report", report, &args.ledger.ledger)?;
+        // Checked before the list is asked for and anything is fixed.
+        let what = format!("--report {}", report.display());
+        report::check_target(report).map_err(Error::io(what.clone()))?;
+        let dir = report.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = dir
+            && !dir.is_dir()
+        {
+            return Err(Error::io(what)(std::io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            ))));
+        }
     }
     let config = ReconcileConfig::from_args(
         args.api,

@@ -57,30 +57,52 @@ pub fn normalize_phone(
 /// to 15 digits, with or without a leading `+`.
 pub fn mask_phones_in(text: &str) -> String {
     let bytes = text.as_bytes();
+    let joined = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {
-        let start = i;
-        let plus = bytes[i] == b'+';
-        let digits_from = if plus { i + 1 } else { i };
-        let mut end = digits_from;
-        while end < bytes.len() && bytes[end].is_ascii_digit() {
-            end += 1;
+        let alone_before = i == 0 || !joined(bytes[i - 1]);
+        if alone_before && let Some((end, digits)) = phone_at(bytes, i) {
+            // `+` numbers may be written with spaces or dashes; bare digits must stand alone.
+            let alone_after = bytes[i] == b'+' || end == bytes.len() || !joined(bytes[end]);
+            if alone_after && (8..=15).contains(&digits.len()) {
+                let prefix = if bytes[i] == b'+' { "+" } else { "" };
+                out.push_str(&mask_phone(&format!("{prefix}{digits}")));
+                i = end;
+                continue;
+            }
         }
-        // A number standing alone: not part of a word, a UUID or a longer code.
-        let joined = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        let alone = (start == 0 || !joined(bytes[start - 1]))
-            && (end == bytes.len() || !joined(bytes[end]));
-        if alone && (8..=15).contains(&(end - digits_from)) {
-            out.push_str(&mask_phone(&text[start..end]));
-            i = end;
-        } else {
-            let next = text[i..].chars().next().map_or(1, char::len_utf8);
-            out.push_str(&text[i..i + next]);
-            i += next;
-        }
+        let next = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + next]);
+        i += next;
     }
     out
+}
+
+/// A number starting at `at`: with a leading `+`, digits with single spaces or dashes between
+/// them; without, a run of digits. Returns where it ends and its digits.
+fn phone_at(bytes: &[u8], at: usize) -> Option<(usize, String)> {
+    let plus = bytes[at] == b'+';
+    let mut i = if plus { at + 1 } else { at };
+    let mut digits = String::new();
+    let mut end = i;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_digit() {
+            digits.push(char::from(b));
+            i += 1;
+            end = i;
+        } else if plus
+            && (b == b' ' || b == b'-')
+            && !digits.is_empty()
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+        {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    (!digits.is_empty()).then_some((end, digits))
 }
 
 /// Masks a phone number for log lines: `+3725****67`.
@@ -149,6 +171,10 @@ mod tests {
             "422: Invalid phone +3725****67 (also 37255****67), code 42"
         );
         assert_eq!(mask_phones_in("ünï 1234567 ok"), "ünï 1234567 ok");
+        assert_eq!(
+            mask_phones_in("phone=+37255555501-x or +372 5555 5501."),
+            "phone=+3725****01-x or +3725****01."
+        );
         // UserIDs keep their digits.
         for id in [
             "94019fab-af23-4f7f-8c4f-36d877143303",

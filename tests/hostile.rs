@@ -6,6 +6,7 @@ mod support;
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::fs::FileTypeExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -434,11 +435,19 @@ fn an_unterminated_quote_in_a_large_file_costs_no_memory_and_names_its_line() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let run = Run::of(child.wait_with_output().expect("output"));
-    run.expect_code(1);
+    // The row is cut and reported; its quote never closes, so the rest of the file cannot be read
+    // as rows: that is said, and since rows were sent the run ends aborted, with its summary.
+    run.expect_code(3);
     assert_eq!((run.count("synced"), run.count("invalid")), (3, 1));
     run.expect_line(
         "big.csv:5: invalid: ",
         "(an unterminated quote?); it was not read whole",
+    );
+    assert!(
+        run.stderr
+            .contains("the quote opened in the row on line 5 is never closed, so the 65537 lines"),
+        "{}",
+        run.stderr
     );
     assert!(peak < 32 * 1024, "peak RSS {peak} KiB for a 64 MiB file");
 }
@@ -482,8 +491,9 @@ proptest::proptest! {
     }
 }
 
-/// A server that refuses every create with a 422 quoting the request's `X-Service-Auth`.
-fn echoing_server() -> String {
+/// A server that refuses every create with a 422 quoting the request's `X-Service-Auth`, its
+/// first character JSON-escaped when `escaped`.
+fn echoing_server(escaped: bool) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -507,6 +517,12 @@ fn echoing_server() -> String {
             }
             let mut body = vec![0u8; length];
             let _ = reader.read_exact(&mut body);
+            let auth = match (escaped, auth.chars().next()) {
+                (true, Some(first)) => {
+                    format!("\\u{:04x}{}", u32::from(first), &auth[first.len_utf8()..])
+                }
+                _ => auth,
+            };
             let answer = format!(r#"{{"message":"bad user {auth}"}}"#);
             let mut out = stream;
             let _ = write!(
@@ -521,8 +537,14 @@ fn echoing_server() -> String {
 
 #[test]
 fn a_password_the_server_echoes_never_reaches_the_ledger_the_report_or_the_terminal() {
+    for escaped in [false, true] {
+        echoed_password_is_taken_out(escaped);
+    }
+}
+
+fn echoed_password_is_taken_out(escaped: bool) {
     let env = Env::new();
-    let base = echoing_server();
+    let base = echoing_server(escaped);
     let csv = env.file("u.csv", users_csv(0, 2));
     let run = Run::of(
         env.cmd()
@@ -542,7 +564,7 @@ fn a_password_the_server_echoes_never_reaches_the_ledger_the_report_or_the_termi
     );
     run.expect_code(1);
     assert_eq!(run.count("failed"), 2);
-    assert!(run.stderr.contains("bad user demo:***"), "{}", run.stderr);
+    assert!(run.stderr.contains("bad user ***"), "{}", run.stderr);
     let report = std::fs::read_to_string(env.dir.path().join("r.csv")).expect("report");
     let ledger = std::fs::read(env.ledger()).expect("ledger");
     for (what, text) in [
@@ -555,4 +577,76 @@ fn a_password_the_server_echoes_never_reaches_the_ledger_the_report_or_the_termi
             "the password is in the {what}"
         );
     }
+}
+
+#[test]
+fn a_report_row_fed_back_keeps_its_id_exactly() {
+    let env = Env::new();
+    let csv = env.file("a.csv", "id_in_service,phone_number\nCORP\\jdoe,12\n");
+    let run = env.import(&csv, &["--report", "r.csv"]);
+    run.expect_code(1);
+    let report = std::fs::read_to_string(env.dir.path().join("r.csv")).expect("report");
+    assert!(report.contains("2,CORP\\jdoe,12,invalid,"), "{report}");
+    let fixed = report.replace(",12,invalid,", ",+37250000001,invalid,");
+    env.import(&env.file("r2.csv", fixed), &[]).expect_code(0);
+    assert!(
+        env.remote().contains_key("CORP\\jdoe"),
+        "{:?}",
+        env.remote()
+    );
+    // The original file, fixed, meets the same user: nobody registered twice.
+    let again = env.file(
+        "b.csv",
+        "id_in_service,phone_number\nCORP\\jdoe,+37250000001\n",
+    );
+    let run = env.import(&again, &[]);
+    run.expect_code(0);
+    assert_eq!((run.count("skipped"), env.sim.stats().created), (1, 1));
+}
+
+#[test]
+fn outputs_that_are_not_regular_files_and_odd_numbers_are_refused_cleanly() {
+    let env = Env::new();
+    env.import(&env.file("u.csv", users_csv(0, 2)), &[])
+        .expect_code(0);
+    let fifo = env.dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for args in [
+        vec!["export", "--out", "fifo"],
+        vec!["reconcile", "--fix", "--report", "fifo"],
+        vec!["reconcile", "--fix", "--report", "missing/dir/r.csv"],
+    ] {
+        let run = Run::of(env.cmd().args(&args).output().expect("runs"));
+        run.expect_code(2);
+        assert_eq!(
+            env.sim.stats().list_requests,
+            0,
+            "{args:?}: checked before the list"
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    let run = env.import(
+        &env.file("v.csv", users_csv(0, 2)),
+        &["--progress-interval", "NaN"],
+    );
+    run.expect_code(0);
+    // An id whose edges hold NEL or a form feed is rejected, not trimmed into another id.
+    let run = env.import(
+        &env.file(
+            "w.csv",
+            "id_in_service,phone_number\n\u{85}lead,+37250000007\n\u{c}ff,+37250000008\n",
+        ),
+        &[],
+    );
+    run.expect_code(1);
+    assert_eq!(run.count("invalid"), 2);
 }

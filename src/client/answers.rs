@@ -89,7 +89,7 @@ pub fn reason(status: StatusCode, body: &[u8]) -> String {
     let text = message.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
     let text: String = text
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|&c| !crate::user::is_unprintable(c))
         .take(MAX_REASON_CHARS)
         .collect();
     if text.is_empty() {

@@ -11,6 +11,7 @@
 mod answers;
 mod list;
 mod outage;
+mod redact;
 mod retry;
 mod wire;
 
@@ -22,7 +23,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use thiserror::Error;
 use url::Url;
 
-use crate::config::{ClientOptions, Secret};
+use crate::config::ClientOptions;
 use crate::throttle::{Stop, Throttle};
 use crate::user::User;
 use answers::{classify_create, classify_delete};
@@ -60,9 +61,8 @@ pub struct Client {
     max_attempts: u32,
     throttle: Arc<Throttle>,
     health: outage::Health,
-    /// The password, to take out of anything the server says back (a server that echoes the
-    /// request would otherwise put it into reasons, the ledger and the report).
-    password: Secret,
+    /// The credentials, to take out of anything the server says back.
+    secrets: redact::Secrets,
     stop: Stop,
 }
 
@@ -104,7 +104,10 @@ impl Client {
             max_attempts: options.max_attempts.get(),
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
             health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
-            password: options.credentials.password.clone(),
+            secrets: redact::Secrets::new(
+                &options.credentials.username,
+                options.credentials.password.expose(),
+            ),
             stop,
         })
     }

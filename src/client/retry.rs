@@ -11,6 +11,7 @@ use url::Url;
 
 use super::answers::{Step, parse_retry_after};
 use super::outage::Verdict;
+use super::redact::Redact;
 use super::{Client, describe};
 use crate::throttle::backoff;
 
@@ -61,7 +62,7 @@ enum Cut {
 impl Client {
     /// Sends one request until `classify` calls an answer final, the attempts run out, or the run
     /// stops.
-    pub(super) async fn with_retries<T>(
+    pub(super) async fn with_retries<T: Redact>(
         &self,
         method: Method,
         url: Result<Url, String>,
@@ -86,7 +87,7 @@ impl Client {
             };
             attempts += 1;
             let step = match self.attempt(&method, &url, &body, &classify).await {
-                Ok(step) => step,
+                Ok(step) => step.redact(&self.secrets),
                 Err(cut) => return self.cut(cut, last_reason, attempts),
             };
             let probe_pause = match &step {
@@ -263,10 +264,6 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = match read_body(&mut response, limit).await {
-            // Reasons come from these bodies; a user list is only read for ids and UserIDs.
-            Ok(Some(body)) if !status.is_success() || limit == MAX_ANSWER_BYTES => {
-                redact(body, self.password.expose().as_bytes())
-            }
             Ok(Some(body)) => body,
             // Read no further: the connection is dropped with the response.
             Ok(None) => bytes::Bytes::from(format!(
@@ -293,22 +290,6 @@ impl Client {
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The longest user list read (about ten million users); streaming it is the lasting answer.
 pub const MAX_LIST_BYTES: usize = 1024 * 1024 * 1024;
-
-/// The body with every occurrence of `secret` replaced by `***`.
-fn redact(body: bytes::Bytes, secret: &[u8]) -> bytes::Bytes {
-    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = &body[..];
-    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(b"***");
-        rest = &rest[at + secret.len()..];
-    }
-    out.extend_from_slice(rest);
-    bytes::Bytes::from(out)
-}
 
 /// A body of at most `limit` bytes, or `None` when it is longer (announced or as it arrives).
 async fn read_body(
@@ -338,21 +319,4 @@ async fn read_body(
         next = response.chunk().await?;
     }
     Ok(Some(body.freeze()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_secret_echoed_by_the_server_is_taken_out() {
-        let body = bytes::Bytes::from_static(b"{\"message\":\"bad auth demo:hunter2 (hunter2)\"}");
-        assert_eq!(
-            &redact(body, b"hunter2")[..],
-            b"{\"message\":\"bad auth demo:*** (***)\"}"
-        );
-        let plain = bytes::Bytes::from_static(b"nothing here");
-        assert_eq!(&redact(plain, b"hunter2")[..], b"nothing here");
-        assert_eq!(&redact(bytes::Bytes::from_static(b"x"), b"")[..], b"x");
-    }
 }

@@ -322,7 +322,11 @@ impl ImportConfig {
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
-            progress_interval: Duration::from_secs_f64(args.progress_interval.clamp(0.05, 3600.0)),
+            progress_interval: if args.progress_interval.is_finite() {
+                Duration::from_secs_f64(args.progress_interval.clamp(0.05, 3600.0))
+            } else {
+                crate::report::progress::LINE_EVERY
+            },
             mode: Mode {
                 dry_run: args.dry_run,
                 limit: args.limit,

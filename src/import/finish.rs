@@ -242,6 +242,10 @@ impl Run<'_> {
     fn note_unresolved(&mut self, left: Vec<(Unresolved, String)>) -> u64 {
         let mut elsewhere: u64 = 0;
         for (row, why) in left {
+            // A changed row is unsettled already, and its reason says more.
+            if self.changed.contains(&row.id_in_service) {
+                continue;
+            }
             match self.planner.first_line(row.rowid) {
                 Some(line) => self.note(
                     line,

@@ -158,6 +158,9 @@ struct Run<'a> {
     flying: Flying,
     /// Rows whose requests were started: once there are any, a failure is an abort with a summary.
     launched: u64,
+    /// Ids that ended `changed` in this run (few): the end of the run does not count them again
+    /// when their UserID is still unknown.
+    changed: std::collections::HashSet<String>,
     /// The ServiceID, shared by the requests.
     service: Rc<str>,
 }
@@ -202,6 +205,7 @@ impl<'a> Run<'a> {
             aborted: None,
             flying: Flying::default(),
             launched: 0,
+            changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };
         Ok((run, looking))

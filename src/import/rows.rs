@@ -31,6 +31,9 @@ impl Run<'_> {
         if !settled {
             self.unsettled += 1;
         }
+        if outcome == Outcome::Changed {
+            self.changed.insert(id.to_string());
+        }
         // Rows that went as planned are logged only with -v; replacements always show.
         let routine = (settled && outcome != Outcome::Replaced) || outcome == Outcome::Pending;
         let show = match self.config.verbosity {

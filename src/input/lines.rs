@@ -57,6 +57,9 @@ pub(super) struct Lines<R> {
     skipping: bool,
     starts: VecDeque<Start>,
     eof: bool,
+    /// At the end of the file, inside a quoted field: the line of the row whose quote never
+    /// closed. The rest of the file cannot be read as rows, which is an error, never a silence.
+    unclosed: Option<u64>,
 }
 
 impl<R: Read> Lines<R> {
@@ -77,6 +80,7 @@ impl<R: Read> Lines<R> {
             skipping: false,
             starts: VecDeque::new(),
             eof: false,
+            unclosed: None,
         }
     }
 
@@ -208,6 +212,17 @@ impl<R: Read> Lines<R> {
 
 impl<R: Read> Read for Lines<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.owed.is_empty()
+            && let Some(line) = self.unclosed.take()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the quote opened in the row on line {line} is never closed, so the {} lines after it cannot be read as rows; close the quote",
+                    self.line.saturating_sub(line)
+                ),
+            ));
+        }
         let mut n = 0;
         while n < out.len() {
             if let Some(b) = self.owed.pop_front() {
@@ -224,6 +239,9 @@ impl<R: Read> Read for Lines<R> {
                 self.pos = 0;
                 if self.len == 0 {
                     self.eof = true;
+                    if self.quoting == Quoting::Quoted {
+                        self.unclosed = self.starts.back().map(|s| s.line);
+                    }
                     // A cut record that ran to the end of the file still ends as a record.
                     if self.skipping {
                         self.skipping = false;
@@ -293,11 +311,16 @@ mod tests {
             starts.iter().map(|s| (s.line, s.cut)).collect::<Vec<_>>(),
             [(1, false), (2, true), (4, false)]
         );
-        // An unterminated quote cut at the limit ends with the file.
+        // An unterminated quote cut at the limit ends the row with the file, then says so.
         let mut data = b"h\n\"".to_vec();
         data.extend(std::iter::repeat_n(b'x', 2 * MAX_RECORD_BYTES as usize));
-        let (out, starts) = pass(&data);
+        let mut lines = Lines::new(&data[..], b',');
+        let mut out = Vec::new();
+        let err = lines.read_to_end(&mut out).expect_err("an unclosed quote");
+        assert!(
+            err.to_string().contains("on line 2 is never closed"),
+            "{err}"
+        );
         assert!(out.ends_with(b"x\"\n"));
-        assert_eq!(starts.last().map(|s| s.cut), Some(true));
     }
 }

@@ -89,16 +89,26 @@ fn text_field<'a>(bytes: &'a [u8], field: &str) -> Result<&'a str, String> {
     if text.contains('\0') {
         return Err(format!("{field} contains a NUL byte"));
     }
-    Ok(text.trim())
+    Ok(trim(text))
 }
 
-/// A rejected field as kept for the report: lossy, without NULs, shortened, unprintable characters
-/// escaped.
+/// A rejected field as kept for the report, which a person fixes and imports again: as read
+/// (lossy UTF-8, without NULs, trimmed), so that the fixed row carries the same id. Only a field
+/// holding unprintable characters (rejected for them, or too long to keep) is escaped and cut.
 fn shown(bytes: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(bytes)
         .chars()
         .filter(|&c| c != '\0')
-        .take(MAX_SHOWN_CHARS)
         .collect();
-    escape(text.trim())
+    let text = trim(&text);
+    if bytes.len() <= MAX_FIELD_BYTES && first_unprintable(text).is_none() {
+        return text.to_string();
+    }
+    escape(&text.chars().take(MAX_SHOWN_CHARS).collect::<String>())
+}
+
+/// Trims the spaces, tabs and carriage returns around a field, and nothing else: other
+/// characters at its edges (NEL, VT, FF) are kept, to be rejected as unprintable, not hidden.
+fn trim(text: &str) -> &str {
+    text.trim_matches(|c| c == ' ' || c == '\t' || c == '\r')
 }

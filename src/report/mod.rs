@@ -96,6 +96,7 @@ pub fn write_file<E: From<io::Error>>(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<(), E> {
+    check_target(path)?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -108,6 +109,21 @@ pub fn write_file<E: From<io::Error>>(
     }
     tmp.persist(path).map_err(|e| E::from(e.error))?;
     Ok(())
+}
+
+/// Refuses an output path that is not a regular file (a directory, a device such as `/dev/null`,
+/// a FIFO): renaming a file over it would replace it. A symlink is fine: it is replaced, not
+/// followed. Called before anything is written or sent.
+pub fn check_target(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() || meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => Err(io::Error::other("is a directory; name a file")),
+        Ok(_) => Err(io::Error::other(
+            "is not a regular file (a device or a FIFO?)",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A cell for a CSV a person opens in a spreadsheet (`--report`, `reconcile --report`): one that

@@ -1,0 +1,142 @@
+//! Secrets a server says back: a server that echoes the request (a debugging proxy, a broken
+//! error page) would put the credentials into reasons, and from there into the terminal, the
+//! ledger and the report. What the server says is cleaned here after it is decoded (an escaped
+//! echo would slip past a search of the raw body), and a UserID that holds a secret is not kept.
+
+use super::answers::{Created, Deleted, Step};
+use super::list::ListError;
+use super::wire::UserList;
+
+/// The shortest password also searched for on its own: a shorter one would match too much
+/// ordinary text; `username:password`, the header's value, is always searched for.
+const MIN_PASSWORD_SEARCHED: usize = 6;
+
+/// What must never come back out.
+#[derive(Debug, Default)]
+pub(super) struct Secrets {
+    needles: Vec<String>,
+}
+
+impl Secrets {
+    /// The header's value and, when long enough to be told from ordinary text, the password.
+    pub(super) fn new(username: &str, password: &str) -> Secrets {
+        let mut needles = Vec::new();
+        if !password.is_empty() {
+            needles.push(format!("{username}:{password}"));
+            if password.len() >= MIN_PASSWORD_SEARCHED {
+                needles.push(password.to_string());
+            }
+        }
+        Secrets { needles }
+    }
+
+    /// Whether `text` holds a secret.
+    pub(super) fn holds(&self, text: &str) -> bool {
+        self.needles.iter().any(|n| text.contains(n.as_str()))
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub(super) fn text(&self, text: String) -> String {
+        if !self.holds(&text) {
+            return text;
+        }
+        self.needles
+            .iter()
+            .fold(text, |text, needle| text.replace(needle.as_str(), "***"))
+    }
+}
+
+/// An answer with the secrets taken out of what the server said.
+pub(super) trait Redact {
+    /// The same answer, cleaned.
+    fn redact(self, secrets: &Secrets) -> Self;
+}
+
+impl<T: Redact> Redact for Step<T> {
+    fn redact(self, secrets: &Secrets) -> Self {
+        match self {
+            Step::Done(t) => Step::Done(t.redact(secrets)),
+            Step::Again {
+                reason,
+                floor,
+                pause_all,
+            } => Step::Again {
+                reason: secrets.text(reason),
+                floor,
+                pause_all,
+            },
+            Step::Later(reason) => Step::Later(secrets.text(reason)),
+        }
+    }
+}
+
+impl Redact for Created {
+    fn redact(self, secrets: &Secrets) -> Self {
+        match self {
+            Created::Rejected(reason) => Created::Rejected(secrets.text(reason)),
+            // A UserID or ctime holding a secret is an echo, not a value: not kept.
+            Created::New { user_id, ctime } => Created::New {
+                user_id: user_id.filter(|id| !secrets.holds(id)),
+                ctime: ctime.filter(|c| !secrets.holds(c)),
+            },
+            other => other,
+        }
+    }
+}
+
+impl Redact for Deleted {
+    fn redact(self, secrets: &Secrets) -> Self {
+        match self {
+            Deleted::Refused(reason) => Deleted::Refused(secrets.text(reason)),
+            other => other,
+        }
+    }
+}
+
+impl Redact for Result<UserList, ListError> {
+    fn redact(self, secrets: &Secrets) -> Self {
+        match self {
+            Ok(mut list) => {
+                for user in &mut list.users {
+                    // An empty UserID is malformed: never stored, never compared.
+                    if secrets.holds(&user.id) {
+                        user.id.clear();
+                    }
+                }
+                Ok(list)
+            }
+            Err(ListError::Other(reason)) => Err(ListError::Other(secrets.text(reason))),
+            Err(fatal) => Err(fatal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_taken_out_of_what_the_server_says() {
+        let secrets = Secrets::new("demo", "hunter2");
+        assert_eq!(
+            secrets.text("auth was demo:hunter2, password hunter2".into()),
+            "auth was ***, password ***"
+        );
+        let created = Created::New {
+            user_id: Some("demo:hunter2".into()),
+            ctime: None,
+        }
+        .redact(&secrets);
+        assert_eq!(
+            created,
+            Created::New {
+                user_id: None,
+                ctime: None
+            }
+        );
+        // A short password is searched for only with its username: UserIDs stay whole.
+        let short = Secrets::new("demo", "a");
+        assert_eq!(short.text("4a5b-a".into()), "4a5b-a");
+        assert_eq!(short.text("x demo:a y".into()), "x *** y");
+    }
+}
