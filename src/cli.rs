@@ -15,8 +15,8 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// When to colour the help and error messages: auto (on a terminal, unless NO_COLOR is set),
-    /// always, never.
+    /// When to colour help and usage errors: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never. Nothing else is coloured.
     #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
 }
@@ -40,6 +40,10 @@ impl Cli {
         let mut when = None;
         for (i, arg) in args.iter().enumerate() {
             let arg = arg.to_string_lossy();
+            // After `--` come file names, never options.
+            if arg == "--" {
+                break;
+            }
             let value = match arg.strip_prefix("--color") {
                 Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
                 Some("") => args
@@ -62,49 +66,70 @@ impl Cli {
     }
 }
 
+// Every example line is shorter than 80 columns, so that clap never wraps one in two.
 const TOP_EXAMPLES: &str = "\
 Examples:
-  # First import (credentials in the environment, never as flags):
-  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p VERIGATOR_SERVICE_ID=81213bfd-b690-499e-b9d2-8754cb1550e8
-  verigator-sync import --dry-run users.csv      # the plan: nothing sent, nothing written
-  verigator-sync import --limit 100 users.csv    # a canary of 100 rows
-  verigator-sync import --report problems.csv users.csv
-  # Every night from cron:
-  15 2 * * *  verigator-sync import --json --ledger /srv/vs/ledger.db /srv/exports/users.csv
-  # The UserIDs for your own database:
+  # Credentials only from the environment, never as flags:
+  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
+  export VERIGATOR_SERVICE_ID=81213bfd-b690-499e-b9d2-8754cb1550e8
+  verigator-sync import --dry-run users.csv   # the plan: nothing sent
+  verigator-sync import --limit 100 users.csv # a canary of 100 rows
+  verigator-sync import --report todo.csv users.csv
+  # Nightly (cron has no exported variables: read them from a file):
+  # 15 2 * * * . /srv/vs/env && verigator-sync import --json users.csv
   verigator-sync export --status synced,present --out user-ids.csv
-  # A rehearsal against the built-in simulator:
+  # A rehearsal against the simulator, on a ledger of its own:
   verigator-sync simulate --listen 127.0.0.1:8080 &
-  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo verigator-sync import --base-url http://127.0.0.1:8080 users.csv
+  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo \\
+    verigator-sync import --base-url http://127.0.0.1:8080 \\
+    --service-id rehearsal --ledger rehearsal.db users.csv
 
-Exit codes: 0 every row synced or present; 1 some rows are not (see the warnings or --report);
-2 usage, configuration or input error, nothing sent; 3 aborted (signal, 401/403/404, outage, ledger in use
-or failing); the summary says what was done.";
+Exit codes:
+  0  every row is synced or present
+  1  some rows are not (the warnings or --report say why)
+  2  usage, configuration or input error; nothing was sent
+  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
   verigator-sync status
-  verigator-sync status --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 --json";
+  verigator-sync status --json";
 
 const EXPORT_EXAMPLES: &str = "\
 Examples:
-  verigator-sync export --status synced,present --out user-ids.csv   # the UserIDs for your database
-  verigator-sync export --status failed,retry                        # what still needs a look
-  verigator-sync export --history                                    # replaced users and reconcile's fixes
+  # The UserIDs for your own database:
+  verigator-sync export --status synced,present --out user-ids.csv
+  # What still needs a look:
+  verigator-sync export --status failed,retry
+  # Replaced users and reconcile's fixes:
+  verigator-sync export --history
   verigator-sync export --format ndjson | jq .user_id";
 
 const RECONCILE_EXAMPLES: &str = "\
 Examples:
-  verigator-sync reconcile --report disagreements.csv   # compare only
-  verigator-sync reconcile --fix                        # correct the ledger (old values kept: export --history)
+  # Compare only:
+  verigator-sync reconcile --report disagreements.csv
+  # Correct the ledger (what a fix overwrites: export --history):
+  verigator-sync reconcile --fix
 
-Exit codes: 0 everything agrees; 1 disagreements remain or the list is truncated; 2 usage; 3 aborted.";
+Exit codes:
+  0  everything agrees
+  1  disagreements remain, or the user list is truncated
+  2  usage;  3  aborted";
 
 const SIMULATE_EXAMPLES: &str = "\
 Examples:
-  verigator-sync simulate --listen 127.0.0.1:8080
-  verigator-sync simulate --listen 127.0.0.1:0 --fail-rate 0.05 --latency-ms 200 --seed existing.csv
-  # then: VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo verigator-sync import --base-url http://127.0.0.1:8080 ...";
+  verigator-sync simulate --listen 127.0.0.1:8080 &
+  verigator-sync simulate --listen 127.0.0.1:8081 \\
+    --fail-rate 0.05 --latency-ms 200 --seed existing.csv &
+  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo \\
+    verigator-sync import --base-url http://127.0.0.1:8080 \\
+    --service-id rehearsal --ledger rehearsal.db users.csv";
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  verigator-sync demo
+  cargo run --release -- demo";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -125,16 +150,23 @@ pub enum Command {
     #[command(after_help = SIMULATE_EXAMPLES)]
     Simulate(SimulateArgs),
     /// Import the bundled sample into a built-in simulator, twice, to show what a run looks like.
+    #[command(after_help = DEMO_EXAMPLES)]
     Demo,
 }
 
 const IMPORT_EXAMPLES: &str = "\
 Examples:
-  VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p \\
-    verigator-sync import --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 users.csv
+  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
+  verigator-sync import --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 \\
+    users.csv
+  verigator-sync import --service-id SID --dry-run --report plan.csv users.csv
   cat users.csv | verigator-sync import --service-id SID --json -
 
-Exit codes: 0 all rows synced or present; 1 some rows are not; 2 usage or input error; 3 aborted.";
+Exit codes:
+  0  every row is synced or present
+  1  some rows are not (the warnings or --report say why)
+  2  usage, configuration or input error; nothing was sent
+  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
 
 /// Options shared by every subcommand that reads the ledger.
 #[derive(Debug, Args)]

@@ -13,6 +13,14 @@ use crate::ledger::Ledger;
 use crate::report;
 use crate::simulator::{SeedUser, SimConfig, Simulator};
 
+/// Prints a line on stderr; a reader that went away (`demo | head`) does not stop the demo.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// The sample users, embedded so the demo works from any directory.
 pub const SAMPLE: &str = include_str!("../samples/users.csv");
 /// The demo's service id (any id works with the simulator).
@@ -42,24 +50,24 @@ async fn demo() -> Result<u8, Error> {
     let csv = dir.path().join("users.csv");
     std::fs::write(&csv, SAMPLE).map_err(Error::io("cannot write the sample"))?;
     let config = demo_config(csv, dir.path().join("verigator-sync.db"), &sim)?;
-    eprintln!(
+    say!(
         "demo: a simulated Verigator listens on {}; {ALREADY_THERE} of the sample's users exist there already.",
         sim.base_url()
     );
-    eprintln!("demo: importing samples/users.csv at {DEMO_RATE} requests/s into a fresh ledger…");
+    say!("demo: importing samples/users.csv at {DEMO_RATE} requests/s into a fresh ledger…");
     let first = import::run(&config).await?;
     print_summary(&first, false)?;
-    eprintln!("\ndemo: the same import again: everything is in the ledger, so nothing is sent.");
+    say!("\ndemo: the same import again: everything is in the ledger, so nothing is sent.");
     let second = import::run(&config).await?;
     print_summary(&second, false)?;
-    eprintln!(
+    say!(
         "\ndemo: `verigator-sync export` gives every UserID for your own database; the first rows:"
     );
     let ledger = Ledger::open_read_only(&config.ledger)?;
     let mut out = Vec::new();
     report::export(&ledger, None, &[], crate::cli::ExportFormat::Csv, &mut out)?;
     for line in String::from_utf8_lossy(&out).lines().take(6) {
-        eprintln!("  {line}");
+        say!("  {line}");
     }
     // Checked, not claimed: every user the simulator holds, matched by its UserID in the export.
     let exported: std::collections::HashMap<String, String> = csv::Reader::from_reader(&out[..])
@@ -72,7 +80,7 @@ async fn demo() -> Result<u8, Error> {
         .iter()
         .filter(|u| exported.get(&u.id_in_service) == Some(&u.id))
         .count();
-    eprintln!(
+    say!(
         "demo: {matched} of the simulator's {} users have their UserID in the ledger.",
         remote.len()
     );

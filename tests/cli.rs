@@ -493,10 +493,46 @@ fn help_teaches_and_colour_follows_the_terminal_and_no_color() {
         top.contains("Examples:") && top.contains("Exit codes:"),
         "{top}"
     );
-    for sub in ["export", "status", "reconcile", "simulate", "import"] {
-        let text = String::from_utf8(help(&[sub, "--help"], false)).expect("utf-8");
-        assert!(text.contains("Examples:"), "{sub}: {text}");
+    for sub in [
+        "export",
+        "status",
+        "reconcile",
+        "simulate",
+        "import",
+        "demo",
+        "",
+    ] {
+        let args: Vec<&str> = [sub, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let text = String::from_utf8(help(&args, false)).expect("utf-8");
+        let examples = text.split("Examples:").nth(1).unwrap_or_default();
+        assert!(!examples.is_empty(), "{sub}: {text}");
+        // Short enough never to be wrapped (and broken) on an 80-column terminal.
+        for line in examples.lines() {
+            assert!(line.chars().count() < 80, "{sub}: {line:?}");
+        }
     }
+    // After `--` a file may be called `--color`: it colours nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verigator-sync"))
+        .args([
+            "--color",
+            "never",
+            "import",
+            "--rate",
+            "abc",
+            "--",
+            "--color=always",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Off a terminal there is no colour; NO_COLOR and --color never keep it off even when forced.
     assert!(!help(&["--help"], false).contains(&0x1b));
     assert!(!help(&["--color", "never", "--help"], false).contains(&0x1b));

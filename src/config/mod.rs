@@ -243,7 +243,8 @@ fn missing_settings(service_id: Option<&str>, credentials: bool) -> Result<(), C
         missing.push("no service id: pass --service-id or set VERIGATOR_SERVICE_ID");
     }
     if credentials {
-        let unset = |name| env_var(name).is_none_or(|v| v.is_empty());
+        // Set but not UTF-8 is not missing: reading it says what is wrong with it.
+        let unset = |name| std::env::var_os(name).is_none_or(|v| v.is_empty());
         if unset(USERNAME_VAR) {
             missing.push("VERIGATOR_USERNAME is not set: export the Messente API username");
         }
