@@ -6,7 +6,7 @@ mod support;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Env, Run, SERVICE, users_csv};
+use support::{Env, Run, SERVICE, signal, users_csv};
 use verigator_sync::simulator::SimConfig;
 
 /// Imports until a run exits 0 (at most `runs` times), returning the runs.
@@ -202,14 +202,6 @@ fn wait_for_rows(env: &Env, n: usize) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 #[test]

@@ -265,6 +265,21 @@ fn endless_answers() -> String {
     url
 }
 
+/// Waits for a run (two minutes at most) while sampling its peak resident memory, in KiB.
+fn finish_measuring_peak(mut child: std::process::Child) -> (Run, u64) {
+    let started = Instant::now();
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never ended"
+        );
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (Run::of(child.wait_with_output().expect("output")), peak)
+}
+
 /// The peak resident memory of a running process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -279,7 +294,7 @@ fn an_endless_answer_is_read_no_further_than_64_kib() {
     let env = Env::new();
     let base = endless_answers();
     let csv = env.file("u.csv", users_csv(0, 4));
-    let mut child = env
+    let child = env
         .cmd()
         .env("VERIGATOR_BASE_URL", &base)
         .args([
@@ -296,17 +311,7 @@ fn an_endless_answer_is_read_no_further_than_64_kib() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never ended"
-        );
-        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let run = Run::of(child.wait_with_output().expect("output"));
+    let (run, peak) = finish_measuring_peak(child);
     // Created, but no UserID could be read: present, and unresolved (the list is empty).
     run.expect_code(1);
     assert_eq!((run.count("present"), run.count("unresolved")), (4, 4));
@@ -416,7 +421,7 @@ fn an_unterminated_quote_in_a_large_file_costs_no_memory_and_names_its_line() {
             file.write_all(b"\n").expect("write");
         }
     }
-    let mut child = env
+    let child = env
         .cmd()
         .args(["import", "--json", "--no-progress", "--rate", "0"])
         .arg(&path)
@@ -424,17 +429,7 @@ fn an_unterminated_quote_in_a_large_file_costs_no_memory_and_names_its_line() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the run never ended"
-        );
-        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let run = Run::of(child.wait_with_output().expect("output"));
+    let (run, peak) = finish_measuring_peak(child);
     // The row is cut and reported; its quote never closes, so the rest of the file cannot be read
     // as rows: that is said, and since rows were sent the run ends aborted, with its summary.
     run.expect_code(3);

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Env, Run, SERVICE, users_csv};
+use support::{Env, Run, SERVICE, signal, users_csv, wait_until};
 use verigator_sync::simulator::SimConfig;
 
 /// Runs `sql` on the test's ledger.
@@ -16,6 +16,7 @@ fn sql(env: &Env, sql: &str) {
         .and_then(|c| c.execute_batch(sql))
         .expect("sql on the ledger");
 }
+
 /// `import` with `args`, running in the background with its output piped.
 fn spawn_import(env: &Env, args: &[&str]) -> Child {
     env.cmd()
@@ -25,24 +26,6 @@ fn spawn_import(env: &Env, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn import")
-}
-/// Waits until `done` holds, for at most 30 s.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-fn signal(child: &Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 /// A value of one query on the test's ledger.

@@ -239,6 +239,27 @@ impl Run {
     }
 }
 
+/// Sends `sig` (`-INT`, `-TERM`) to a running binary.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits until `done` holds, for at most 30 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `n` valid users starting at `from`: `user{i}@example.com,+3725{i:07}`.
 pub fn users_csv(from: usize, n: usize) -> String {
     let mut s = String::from("id_in_service,phone_number\n");
