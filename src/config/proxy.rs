@@ -61,7 +61,10 @@ pub fn choose(
         return Ok(None);
     };
     let host = base.host_str().unwrap_or_default();
-    if let Some(list) = NO_PROXY_VARS.iter().find_map(|name| var(name))
+    // An empty NO_PROXY says nothing: no_proxy may still.
+    if let Some(list) = NO_PROXY_VARS
+        .iter()
+        .find_map(|name| var(name).filter(|v| !v.trim().is_empty()))
         && bypasses(&list, host)
     {
         return Ok(None);
@@ -74,13 +77,16 @@ pub fn choose(
     };
     let bad = |reason: String| ConfigError::BadProxy { var: from, reason };
     let url = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") || url.host().is_none() {
+    // The HTTP client speaks to HTTP proxies only (no SOCKS): refused here, not at the first request.
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(bad("use http://host:port or https://host:port".into()));
     }
     let mut shown = url.clone();
-    // Userinfo is the proxy's password: it never reaches a message.
+    // Userinfo, a query or a fragment may hold the proxy's password: none reaches a message.
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
     Ok(Some(Proxy {
         url: Secret::new(url.to_string()),
         shown: shown.to_string(),
@@ -103,6 +109,7 @@ fn bypasses(list: &str, host: &str) -> bool {
                 return true;
             }
             if let Some(ip) = ip {
+                let entry = entry.trim_matches(|c| c == '[' || c == ']');
                 return entry.parse::<IpAddr>().is_ok_and(|e| e == ip) || in_range(entry, ip);
             }
             let domain = entry.trim_start_matches('.').to_ascii_lowercase();
@@ -196,11 +203,31 @@ mod tests {
             ("10.0.0.0/8", "10.1.2.3", true),
             ("10.0.0.1", "10.0.0.2", false),
             ("notverigator.com", "verigator.com", false),
+            ("[::1]", "[::1]", true),
         ] {
             let vars = env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", list)]);
             let chosen = choose(&url(&format!("https://{host}/")), &vars).expect("ok");
             assert_eq!(chosen.is_none(), exempt, "{list} / {host}");
         }
+    }
+
+    #[test]
+    fn an_empty_no_proxy_gives_way_and_a_query_is_never_shown() {
+        let vars = env(&[
+            ("HTTPS_PROXY", "http://corp:3128/?token=s3cret"),
+            ("NO_PROXY", ""),
+            ("no_proxy", "api.verigator.com"),
+        ]);
+        assert_eq!(
+            choose(&url("https://api.verigator.com/"), &vars).expect("ok"),
+            None
+        );
+        let proxy = choose(&url("https://x.example/"), &vars)
+            .expect("ok")
+            .expect("a proxy");
+        assert!(!proxy.to_string().contains("s3cret"), "{proxy}");
+        let socks = env(&[("HTTPS_PROXY", "socks5://p:1")]);
+        assert!(choose(&url("https://x.example/"), &socks).is_err());
     }
 
     #[test]
