@@ -44,7 +44,13 @@ pub fn classify_list(
     match status.as_u16() {
         200..=299 => match serde_json::from_slice::<UserList>(body) {
             Ok(list) => Step::Done(Ok(list)),
-            Err(e) => fail(ListError::Other(format!("unreadable user list: {e}"))),
+            // serde's message quotes the body: only where it broke is kept.
+            Err(e) => fail(ListError::Other(format!(
+                "unreadable user list ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))),
         },
         401 => fail(ListError::Fatal(Fatal::Unauthorized)),
         403 => fail(ListError::Fatal(Fatal::Forbidden(service_id.to_string()))),

@@ -46,6 +46,35 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// An error answer's body with the secrets taken out of every string in it, before anything
+    /// is shortened, filtered or re-serialised (each of which would hide a secret from a search).
+    pub(super) fn body(&self, body: bytes::Bytes) -> bytes::Bytes {
+        if self.needles.is_empty() {
+            return body;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(mut value) => {
+                self.value(&mut value);
+                serde_json::to_vec(&value).map_or(body, bytes::Bytes::from)
+            }
+            Err(_) => {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                bytes::Bytes::from(self.text(text))
+            }
+        }
+    }
+
+    fn value(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => *s = self.text(std::mem::take(s)),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.value(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.value(v)),
+            _ => {}
+        }
+    }
+}
+
 /// An answer with the secrets taken out of what the server said.
 pub(super) trait Redact {
     /// The same answer, cleaned.
@@ -102,6 +131,9 @@ impl Redact for Result<UserList, ListError> {
                     if secrets.holds(&user.id) {
                         user.id.clear();
                     }
+                    if secrets.holds(&user.id_in_service) {
+                        user.id_in_service = secrets.text(std::mem::take(&mut user.id_in_service));
+                    }
                 }
                 Ok(list)
             }
@@ -134,6 +166,15 @@ mod tests {
                 ctime: None
             }
         );
+        // Inside an object, with characters JSON escapes: taken out before it is re-serialised.
+        let body = bytes::Bytes::from_static(br#"{"message":{"hdr":"demo:hunter2","n":1}}"#);
+        let clean = secrets.body(body);
+        assert!(!String::from_utf8_lossy(&clean).contains("hunter2"));
+        let quoted = Secrets::new("demo", "pa\"ss\tword");
+        let body = serde_json::to_vec(&serde_json::json!({"message": "bad demo:pa\"ss\tword"}))
+            .expect("json");
+        let clean = quoted.body(bytes::Bytes::from(body));
+        assert_eq!(&clean[..], br#"{"message":"bad ***"}"#);
         // A short password is searched for only with its username: UserIDs stay whole.
         let short = Secrets::new("demo", "a");
         assert_eq!(short.text("4a5b-a".into()), "4a5b-a");

@@ -151,6 +151,12 @@ impl Client {
                 floor: None,
                 pause_all: false,
             },
+            // Reasons come from error answers: the secrets go before they are read.
+            Exchange::Answer {
+                status,
+                retry_after,
+                body,
+            } if !status.is_success() => classify(status, retry_after, &self.secrets.body(body)),
             Exchange::Answer {
                 status,
                 retry_after,

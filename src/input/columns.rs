@@ -46,9 +46,11 @@ pub(super) fn find_column(
             path: name.to_string(),
             what,
             wanted: wanted.join(", "),
+            // Bounded: a header line may be long, and the message is one line.
             found: headers
                 .iter()
-                .map(|h| format!("{h:?}"))
+                .take(20)
+                .map(|h| format!("{:?}", h.chars().take(40).collect::<String>()))
                 .collect::<Vec<_>>()
                 .join(", "),
         })

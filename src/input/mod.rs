@@ -84,6 +84,9 @@ pub enum InputError {
     /// No header line.
     #[error("{0}: the file is empty; expected a header line naming an id and a phone column")]
     Empty(String),
+    /// A quote opened in the header line never closes: the rest of the file would be one header.
+    #[error("{0}: a quote opened in the header line (line 1) never closes; close it")]
+    UnclosedHeaderQuote(String),
     /// The header line is absurdly long: not a CSV header.
     #[error("{0}: the first line is longer than 1 MiB; is this a CSV file?")]
     HeaderTooLong(String),
@@ -240,6 +243,10 @@ fn headers(csv: &mut csv::Reader<Stream>, name: &str) -> Result<Vec<String>, Inp
         .collect();
     if headers.iter().all(String::is_empty) {
         return Err(InputError::Empty(name.to_string()));
+    }
+    // A header running over line breaks is a quote opened in the header line and never closed.
+    if headers.iter().any(|h| h.contains('\n')) {
+        return Err(InputError::UnclosedHeaderQuote(name.to_string()));
     }
     Ok(headers)
 }
@@ -460,6 +467,19 @@ mod tests {
             "[a-z][a-z\"' ]{0,8}",
             "[a-z\n,\" ]{0,10}".prop_map(|s| format!("\"x{}\"", s.replace('"', "\"\""))),
         ]
+    }
+
+    #[test]
+    fn a_quote_left_open_in_the_header_is_named_not_dumped() {
+        let mut data = b"id_in_service,\"phone_number\n".to_vec();
+        for i in 0..1000 {
+            data.extend_from_slice(format!("c{i},+3725{i:07}\n").as_bytes());
+        }
+        let err = read_all(&data, &InputOptions::default()).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "t.csv: a quote opened in the header line (line 1) never closes; close it"
+        );
     }
 
     #[test]
