@@ -258,6 +258,18 @@ fn missing_settings(service_id: Option<&str>, credentials: bool) -> Result<(), C
     }
 }
 
+/// The credentials from the environment; a plan sends nothing, so it needs none.
+fn credentials(dry_run: bool) -> Result<Credentials, ConfigError> {
+    match Credentials::from_env() {
+        Ok(c) => Ok(c),
+        Err(_) if dry_run => Ok(Credentials {
+            username: String::new(),
+            password: Secret::new(""),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// A `--report` must replace neither the ledger nor the file being imported.
 fn check_report(args: &ImportArgs) -> Result<(), ConfigError> {
     let Some(report) = &args.report else {
@@ -283,23 +295,15 @@ impl ImportConfig {
             Source::File(args.csv)
         };
         let input = InputOptions {
-            id_column: args.id_column,
-            phone_column: args.phone_column,
             delimiter: args.delimiter.as_deref().map(delimiter).transpose()?,
             default_region: args.default_region.as_deref().map(region).transpose()?,
+            id_column: args.id_column,
+            phone_column: args.phone_column,
         };
         let service_id = service_id(args.api.service_id)?;
         let base_url = base_url(&args.api.base_url)?;
         let proxy = proxy::choose(&base_url, env_var)?;
-        let credentials = match Credentials::from_env() {
-            Ok(c) => c,
-            // A plan sends nothing, so it needs no credentials.
-            Err(_) if args.dry_run => Credentials {
-                username: String::new(),
-                password: Secret::new(""),
-            },
-            Err(e) => return Err(e),
-        };
+        let credentials = credentials(args.dry_run)?;
         let verbosity = match (args.quiet, args.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,

@@ -286,27 +286,7 @@ fn created(
     let change = &mut done.change;
     match result {
         Retried::Done(Created::New { user_id, ctime }) => {
-            // Without a UserID in the answer the row is like a 409: the user list resolves it.
-            let outcome = match (replace, &user_id) {
-                (Some(old), Some(new)) => {
-                    done.reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
-                    Outcome::Replaced
-                }
-                (None, Some(new)) => {
-                    if verbose {
-                        done.reason = Some(format!("UserID {new} after {attempts} attempt(s)"));
-                    }
-                    Outcome::Synced
-                }
-                (_, None) => Outcome::Present,
-            };
-            change.status = if user_id.is_some() {
-                Status::Synced
-            } else {
-                Status::Present
-            };
-            (change.user_id, change.ctime) = (user_id, ctime);
-            (outcome, true, true)
+            new_user(done, replace, (user_id, ctime), verbose)
         }
         Retried::Done(Created::Exists) => exists(done, replace, last_sent),
         Retried::Done(Created::Rejected(why)) => {
@@ -338,6 +318,37 @@ fn created(
             (Outcome::Retry, false, attempts > 0 || replace.is_some())
         }
     }
+}
+
+/// A 2xx: created (a replacement's new user), or like a 409 when the answer lacked the UserID
+/// (the user list resolves it).
+fn new_user(
+    done: &mut Settled,
+    replace: Option<&Replace>,
+    (user_id, ctime): (Option<String>, Option<String>),
+    verbose: bool,
+) -> (Outcome, bool, bool) {
+    let attempts = done.change.attempts;
+    let outcome = match (replace, &user_id) {
+        (Some(old), Some(new)) => {
+            done.reason = Some(format!("UserID {} replaced by {new}", old.old_user_id));
+            Outcome::Replaced
+        }
+        (None, Some(new)) => {
+            if verbose {
+                done.reason = Some(format!("UserID {new} after {attempts} attempt(s)"));
+            }
+            Outcome::Synced
+        }
+        (_, None) => Outcome::Present,
+    };
+    done.change.status = if user_id.is_some() {
+        Status::Synced
+    } else {
+        Status::Present
+    };
+    (done.change.user_id, done.change.ctime) = (user_id, ctime);
+    (outcome, true, true)
 }
 
 /// A 409. For a replacement it means the old user outlived its accepted delete (a 202 may be
