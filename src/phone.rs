@@ -79,8 +79,8 @@ pub fn mask_phones_in(text: &str) -> String {
     out
 }
 
-/// A number starting at `at`: with a leading `+`, digits with single spaces or dashes between
-/// them; without, a run of digits. Returns where it ends and its digits.
+/// A number starting at `at`: with a leading `+`, digits with the separators people write
+/// between them; without, a run of digits. Returns where it ends and its digits.
 fn phone_at(bytes: &[u8], at: usize) -> Option<(usize, String)> {
     let plus = bytes[at] == b'+';
     let mut i = if plus { at + 1 } else { at };
@@ -92,12 +92,18 @@ fn phone_at(bytes: &[u8], at: usize) -> Option<(usize, String)> {
             digits.push(char::from(b));
             i += 1;
             end = i;
-        } else if plus
-            && (b == b' ' || b == b'-')
-            && !digits.is_empty()
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-        {
-            i += 1;
+        } else if plus && !digits.is_empty() && matches!(b, b' ' | b'-' | b'.' | b'(' | b')') {
+            // Separators as people write them: `+372 5555 5501`, `+372.5555.5501`,
+            // `+372 (5555) 5501`; at most two in a row, and a digit must follow.
+            let next = bytes.get(i + 1).copied();
+            let after = bytes.get(i + 2).copied();
+            match (next, after) {
+                (Some(n), _) if n.is_ascii_digit() => i += 1,
+                (Some(n), Some(a)) if matches!(n, b' ' | b'(' | b')') && a.is_ascii_digit() => {
+                    i += 2;
+                }
+                _ => break,
+            }
         } else {
             break;
         }
@@ -174,6 +180,10 @@ mod tests {
         assert_eq!(
             mask_phones_in("phone=+37255555501-x or +372 5555 5501."),
             "phone=+3725****01-x or +3725****01."
+        );
+        assert_eq!(
+            mask_phones_in("+372.5555.5501 and +372 (5555) 5501"),
+            "+3725****01 and +3725****01"
         );
         // UserIDs keep their digits.
         for id in [
