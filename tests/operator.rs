@@ -490,3 +490,101 @@ fn reconcile_finds_disagreements_and_fixes_them_only_when_asked() {
         (Some(5), Some(1))
     );
 }
+
+/// Runs an import with progress lines every second; returns each progress line with the time it
+/// arrived, the whole run's duration and the run's outcome.
+fn watch_progress(env: &Env, args: &[&str], stdin: Option<&str>) -> (Vec<(f64, String)>, f64, Run) {
+    use std::io::{BufRead, Write};
+    let mut cmd = env.cmd();
+    cmd.args(["import", "--json", "--progress-interval", "1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("feed");
+    }
+    drop(input);
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push((started.elapsed().as_secs_f64(), line));
+        }
+        lines
+    });
+    let out = child.wait_with_output().expect("wait");
+    let total = started.elapsed().as_secs_f64();
+    let lines = reader.join().expect("reader");
+    let progress = lines
+        .iter()
+        .filter(|(_, l)| l.contains(" progress "))
+        .cloned()
+        .collect();
+    let run = Run::of(out);
+    (progress, total, run)
+}
+
+/// The number after `key` in a progress line (`(50%)`, `100.0 req/s`, `eta 10s`).
+fn field(line: &str, before: &str, after: &str) -> Option<f64> {
+    let start = line.find(before)? + before.len();
+    let rest = &line[start..];
+    rest[..rest.find(after)?].trim().parse().ok()
+}
+
+#[test]
+fn progress_lines_tell_the_truth_about_done_rate_and_eta() {
+    let env = Env::new();
+    let csv = env.file("u.csv", users_csv(0, 400));
+    let (lines, total, run) =
+        watch_progress(&env, &["--rate", "20", csv.to_str().expect("utf-8")], None);
+    run.expect_code(0);
+    assert!(total > 15.0, "the limiter holds 20/s: {total}");
+    // The line nearest the middle of the run.
+    let (at, line) = lines
+        .iter()
+        .min_by(|a, b| {
+            (a.0 - total / 2.0)
+                .abs()
+                .total_cmp(&(b.0 - total / 2.0).abs())
+        })
+        .expect("progress lines");
+    assert!(line.contains("/400 rows ("), "{line}");
+    let percent = field(line, "rows (", "%)").expect("percent");
+    let expected = at / total * 100.0;
+    assert!(
+        (percent - expected).abs() <= 10.0,
+        "{percent}% at {at:.1}s of {total:.1}s: {line}"
+    );
+    let rate = field(line, "· ", " req/s").expect("rate");
+    assert!((19.0..=21.0).contains(&rate), "{rate} req/s: {line}");
+    let eta = field(line, "eta ", "s ·").expect("eta in seconds");
+    let left = total - at;
+    assert!(
+        (eta - left).abs() <= left * 0.3 + 1.0,
+        "eta {eta}s, {left:.1}s left: {line}"
+    );
+
+    // A rerun that skips everything promises nothing long.
+    let (lines, _, run) = watch_progress(&env, &[csv.to_str().expect("utf-8")], None);
+    run.expect_code(0);
+    for (_, line) in &lines {
+        if let Some(eta) = field(line, "eta ", "s ·") {
+            assert!(eta <= 1.0, "{line}");
+        }
+    }
+
+    // Standard input has no total: no percent, no ETA.
+    let (lines, _, run) = watch_progress(&env, &["--rate", "20", "-"], Some(&users_csv(1000, 40)));
+    run.expect_code(0);
+    assert!(!lines.is_empty(), "progress lines for stdin");
+    for (_, line) in &lines {
+        assert!(!line.contains('%') && !line.contains("eta"), "{line}");
+    }
+}

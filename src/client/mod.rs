@@ -63,6 +63,8 @@ pub struct Client {
     health: outage::Health,
     /// The credentials, to take out of anything the server says back.
     secrets: redact::Secrets,
+    /// Requests sent so far, retries included (for the progress display's rate).
+    sent: std::sync::atomic::AtomicU64,
     stop: Stop,
 }
 
@@ -104,12 +106,18 @@ impl Client {
             max_attempts: options.max_attempts.get(),
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
             health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
+            sent: std::sync::atomic::AtomicU64::new(0),
             secrets: redact::Secrets::new(
                 &options.credentials.username,
                 options.credentials.password.expose(),
             ),
             stop,
         })
+    }
+
+    /// Requests sent so far, retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the client stopped the run for an outage (`--outage-timeout`), once it did.

@@ -120,9 +120,11 @@ impl Client {
         };
         tokio::select! {
             biased;
-            () = self.stop.wait() => Err(Cut::Stopped),
-            () = self.throttle.acquire() => Ok(slot),
+            () = self.stop.wait() => return Err(Cut::Stopped),
+            () = self.throttle.acquire() => {}
         }
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(slot)
     }
 
     /// One request and what its answer means.

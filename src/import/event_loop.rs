@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
@@ -20,6 +19,7 @@ use crate::ledger::Ledger;
 use crate::ledger::lookup::{Chunk, Looked, Lookups};
 use crate::ledger::writer::{self, Event, Writer};
 use crate::report::Outcome;
+use crate::report::progress::Done;
 use crate::signals::Signals;
 use crate::throttle::Stop;
 
@@ -58,7 +58,6 @@ impl Run<'_> {
         client: Arc<Client>,
         stop: &Stop,
         mut chunks: Lookups,
-        bytes: &AtomicU64,
         signals: &mut Signals,
     ) -> Result<Option<InputError>, ImportError> {
         let concurrency = self.config.client.concurrency.get();
@@ -101,8 +100,11 @@ impl Run<'_> {
             {
                 self.hand_over();
             }
-            self.progress
-                .update(bytes.load(Ordering::Relaxed), &self.counts);
+            self.progress.update(Done {
+                rows: self.finished,
+                requests: client.requests_sent(),
+                counts: &self.counts,
+            });
         }
         self.note_unanswered(std::mem::take(&mut p.queue));
         match p.failure {

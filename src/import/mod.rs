@@ -107,11 +107,11 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
     }
     let commits = run.writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();
-    let (chunks, bytes) = input::spawn(reader, lookup::LANES);
+    let chunks = input::spawn(reader, lookup::LANES);
     let looked = lookup::spawn(looking, &config.service_id, &commits, chunks)
         .map_err(ImportError::Thread)?;
     let pumped = run
-        .pump(Arc::clone(&client), &stop, looked, &bytes, &mut signals)
+        .pump(Arc::clone(&client), &stop, looked, &mut signals)
         .await;
     // Whatever stopped the loop, rows already answered reach the ledger.
     let closed = run.close();
@@ -158,6 +158,8 @@ struct Run<'a> {
     flying: Flying,
     /// Rows whose requests were started: once there are any, a failure is an abort with a summary.
     launched: u64,
+    /// Rows with their outcome (for progress): every row passes through `note` once.
+    finished: u64,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
     /// when their UserID is still unknown.
     changed: std::collections::HashSet<String>,
@@ -197,7 +199,15 @@ impl<'a> Run<'a> {
             outbox_since: Instant::now(),
             run_id,
             input: reader.name().to_string(),
-            progress: Progress::new(config.progress, reader.size(), config.progress_interval),
+            // Counted up front only when shown: a rerun without progress reads the file once.
+            progress: Progress::new(
+                config.progress,
+                config
+                    .progress
+                    .then(|| input::count_rows(&config.source))
+                    .flatten(),
+                config.progress_interval,
+            ),
             report,
             report_failure: None,
             counts: RunCounts::default(),
@@ -205,6 +215,7 @@ impl<'a> Run<'a> {
             aborted: None,
             flying: Flying::default(),
             launched: 0,
+            finished: 0,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };

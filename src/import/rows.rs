@@ -28,6 +28,10 @@ impl Run<'_> {
         settled: bool,
     ) {
         outcome.count(&mut self.counts);
+        // An unresolved note at the end is about a row already finished.
+        if outcome != Outcome::Unresolved {
+            self.finished += 1;
+        }
         if !settled {
             self.unsettled += 1;
         }

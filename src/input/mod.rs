@@ -156,6 +156,29 @@ pub fn open(source: &Source, options: &InputOptions) -> Result<Reader, InputErro
     from_reader(raw, name, size, options)
 }
 
+/// The rows of a regular file, counted up front for progress (else `None`): its line breaks
+/// after the header, plus a last line without one. An upper bound, and honestly so: a line
+/// break inside a quoted field or a blank line counts as a row, since telling them apart
+/// would mean parsing the file twice.
+pub fn count_rows(source: &Source) -> Option<u64> {
+    let Source::File(path) = source else {
+        return None;
+    };
+    let mut file = File::open(path).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut breaks, mut last) = (0u64, b'\n');
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        breaks += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        last = buf[n - 1];
+    }
+    let lines = breaks + u64::from(last != b'\n');
+    Some(lines.saturating_sub(1))
+}
+
 /// Like [`open`], for any byte stream (used by `demo` for the embedded sample).
 pub fn from_reader(
     raw: Box<dyn Read + Send>,
@@ -269,14 +292,9 @@ impl Reader {
         &self.name
     }
 
-    /// The size in bytes when the input is a regular file (for progress), else `None`.
+    /// The size in bytes when the input is a regular file, else `None`.
     pub fn size(&self) -> Option<u64> {
         self.size
-    }
-
-    /// Bytes consumed so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.csv.position().byte()
     }
 
     /// The next record, or `None` at the end of the file.

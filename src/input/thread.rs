@@ -1,9 +1,6 @@
 //! The reader thread: reads and validates records off the event loop and hands them over in
 //! chunks, through bounded channels, to the lanes of the lookup stage.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tokio::sync::mpsc::Receiver;
 
 use super::{InputError, Reader, Record};
@@ -16,13 +13,10 @@ const CHUNKS_BUFFERED: usize = 4;
 /// Reads and validates records on a thread of their own, so parsing overlaps the pipeline and a
 /// slow stdin never blocks the event loop. Chunk `k` goes to lane `k % lanes`, so consumers that
 /// take turns over the lanes see the file in order; an error goes to the lane whose turn it is.
-/// The counter follows the bytes consumed, for progress.
-pub fn spawn(mut reader: Reader, lanes: usize) -> (Vec<Receiver<ChunkResult>>, Arc<AtomicU64>) {
+pub fn spawn(mut reader: Reader, lanes: usize) -> Vec<Receiver<ChunkResult>> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
         .map(|_| tokio::sync::mpsc::channel(CHUNKS_BUFFERED))
         .unzip();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&bytes);
     std::thread::spawn(move || {
         for lane in (0..senders.len()).cycle() {
             let mut chunk = Vec::with_capacity(CHUNK_ROWS);
@@ -37,7 +31,6 @@ pub fn spawn(mut reader: Reader, lanes: usize) -> (Vec<Receiver<ChunkResult>>, A
                     None => break,
                 }
             }
-            counter.store(reader.bytes_read(), Ordering::Relaxed);
             let last = chunk.len() < CHUNK_ROWS;
             let mut lane = lane;
             // A closed channel means the run stopped: nothing left to do.
@@ -56,7 +49,7 @@ pub fn spawn(mut reader: Reader, lanes: usize) -> (Vec<Receiver<ChunkResult>>, A
             }
         }
     });
-    (receivers, bytes)
+    receivers
 }
 
 /// What the reader thread hands over: a chunk of records, or the error that ended the file.

@@ -2,6 +2,7 @@
 //! few seconds otherwise (cron, CI, pipes: no escape codes), and warnings printed above the bar.
 //! It only displays; the counts come from the caller.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -18,27 +19,85 @@ const BAR_EVERY: Duration = Duration::from_millis(100);
 /// Row warnings printed in full before the rest are only counted (the ledger and export keep all).
 pub const MAX_WARNINGS: u64 = 50;
 
+/// How often the window takes a sample (the loop updates the display far more often).
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// The window over which the rates are measured.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// What the display is fed: rows finished (they have their outcome), requests sent so far, and the
+/// counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Done<'a> {
+    /// Rows with their outcome: skipped, answered, rejected, duplicate…; never rows merely read.
+    pub rows: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// The outcome counts.
+    pub counts: &'a RunCounts,
+}
+
+/// Rates over a sliding window: samples of (time, rows finished, requests sent), the oldest
+/// dropped once the window is covered without it.
+#[derive(Debug, Default)]
+pub struct Window {
+    samples: VecDeque<(Instant, u64, u64)>,
+}
+
+impl Window {
+    /// Adds a sample taken at `now`.
+    pub fn note(&mut self, now: Instant, rows: u64, requests: u64) {
+        self.samples.push_back((now, rows, requests));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|&(t, _, _)| now.saturating_duration_since(t) >= WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Rows finished and requests sent per second over the window; `None` before a second of it.
+    pub fn rates(&self) -> Option<(f64, f64)> {
+        let (&(t0, r0, q0), &(t1, r1, q1)) = (self.samples.front()?, self.samples.back()?);
+        let secs = t1.saturating_duration_since(t0).as_secs_f64();
+        (secs >= 1.0).then(|| {
+            (
+                r1.saturating_sub(r0) as f64 / secs,
+                q1.saturating_sub(q0) as f64 / secs,
+            )
+        })
+    }
+
+    /// Seconds left for `remaining` rows at the window's finishing rate.
+    pub fn eta(&self, remaining: u64) -> Option<f64> {
+        let (rows_per_s, _) = self.rates()?;
+        (rows_per_s > 0.0).then(|| remaining as f64 / rows_per_s)
+    }
+}
+
 /// The run's progress display.
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
-    started: Instant,
     last_refresh: Instant,
-    size: Option<u64>,
+    last_sample: Instant,
+    /// Rows in the file, when it is a regular file (counted up front).
+    total: Option<u64>,
+    window: Window,
     warnings: u64,
     every: Duration,
 }
 
 impl Progress {
-    /// `enabled` is false with `--no-progress`; `size` is the input's byte size when known;
+    /// `enabled` is false with `--no-progress`; `total` is the input's row count when known;
     /// `every` spaces the plain lines used when stderr is not a terminal.
-    pub fn new(enabled: bool, size: Option<u64>, every: Duration) -> Progress {
+    pub fn new(enabled: bool, total: Option<u64>, every: Duration) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (enabled && terminal).then(|| {
-            let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr_with_hz(10));
-            let template = if size.is_some() {
-                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% eta {eta} · {msg}"
+            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(10));
+            let template = if total.is_some() {
+                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% · {msg}"
             } else {
                 "{spinner} [{elapsed_precise}] {msg}"
             };
@@ -48,37 +107,46 @@ impl Progress {
             bar
         });
         let now = Instant::now();
+        let mut window = Window::default();
+        window.note(now, 0, 0);
         Progress {
             bar,
             lines: enabled && !terminal,
-            started: now,
             last_refresh: now,
-            size,
+            last_sample: now,
+            total,
+            window,
             warnings: 0,
             every,
         }
     }
 
-    /// Refreshes the display from the bytes read and the counts so far.
-    pub fn update(&mut self, bytes: u64, counts: &RunCounts) {
+    /// Refreshes the display from what is done so far.
+    pub fn update(&mut self, done: Done<'_>) {
+        if self.bar.is_none() && !self.lines {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
+            self.last_sample = now;
+            self.window.note(now, done.rows, done.requests);
+        }
         if let Some(bar) = &self.bar {
-            if self.last_refresh.elapsed() < BAR_EVERY {
+            if now.duration_since(self.last_refresh) < BAR_EVERY {
                 return;
             }
-            self.last_refresh = Instant::now();
-            if self.size.is_some() {
-                bar.set_position(bytes);
-            }
-            bar.set_message(status_line(counts, None, self.started.elapsed()));
+            self.last_refresh = now;
+            bar.set_position(done.rows);
+            bar.set_message(status_line(done, self.total, &self.window));
             bar.tick();
-        } else if self.lines && self.last_refresh.elapsed() >= self.every {
-            self.last_refresh = Instant::now();
-            let total = estimate_total(counts.rows, bytes, self.size);
+        } else if now.duration_since(self.last_refresh) >= self.every {
+            self.last_refresh = now;
+            let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
             // A closed stderr must not stop the run: the summary and the ledger still matter.
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "{}",
-                status_line(counts, total, self.started.elapsed())
+                "{stamp} progress {}",
+                status_line(done, self.total, &self.window)
             );
         }
     }
@@ -118,39 +186,27 @@ impl Progress {
     }
 }
 
-/// Estimated rows in the file, from the share of its bytes read so far.
-fn estimate_total(rows: u64, bytes: u64, size: Option<u64>) -> Option<u64> {
-    let size = size?;
-    if bytes == 0 {
-        return None;
-    }
-    Some(((rows as f64) * (size as f64) / (bytes as f64)).round() as u64)
-}
-
-/// `12000/50000 rows · 19.8 req/s · synced 11800 · present 150 · failed 50 · eta 32m`
-pub fn status_line(counts: &RunCounts, total: Option<u64>, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64().max(0.001);
-    let rate = counts.sent as f64 / secs;
+/// `1000/2000 rows (50%) · 100.0 req/s · eta 10s · synced 990 · present 5 · failed 5 · retry 0`,
+/// or without a total `1000 rows · 100.0 req/s · …`. Log readers grep for it: keep the names.
+pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window) -> String {
+    let c = done.counts;
+    let rate = window.rates().map_or(0.0, |(_, requests)| requests);
     let mut line = match total {
-        Some(t) => format!("{}/{} rows", counts.rows, t.max(counts.rows)),
-        None => format!("{} rows", counts.rows),
-    };
-    line.push_str(&format!(
-        " · {rate:.1} req/s · synced {} · present {} · failed {}",
-        counts.synced, counts.present, counts.failed
-    ));
-    if counts.retry > 0 {
-        line.push_str(&format!(" · retry {}", counts.retry));
-    }
-    if let Some(t) = total {
-        let row_rate = counts.rows as f64 / secs;
-        if row_rate > 0.0 && t > counts.rows {
-            line.push_str(&format!(
-                " · eta {}",
-                human((t - counts.rows) as f64 / row_rate)
-            ));
+        Some(t) => {
+            let t = t.max(done.rows);
+            let percent = (done.rows * 100).checked_div(t).unwrap_or(100);
+            format!("{}/{t} rows ({percent}%)", done.rows)
         }
+        None => format!("{} rows", done.rows),
+    };
+    line.push_str(&format!(" · {rate:.1} req/s"));
+    if let Some(eta) = total.and_then(|t| window.eta(t.saturating_sub(done.rows))) {
+        line.push_str(&format!(" · eta {}", human(eta)));
     }
+    line.push_str(&format!(
+        " · synced {} · present {} · failed {} · retry {}",
+        c.synced, c.present, c.failed, c.retry
+    ));
     line
 }
 
@@ -167,28 +223,65 @@ fn human(secs: f64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn status_line_has_the_documented_shape() {
-        let counts = RunCounts {
-            rows: 12000,
-            sent: 12000,
-            synced: 11800,
-            present: 150,
-            failed: 50,
-            ..RunCounts::default()
-        };
-        let line = status_line(&counts, Some(50000), Duration::from_secs(606));
-        assert_eq!(
-            line,
-            "12000/50000 rows · 19.8 req/s · synced 11800 · present 150 · failed 50 · eta 32m"
-        );
+    /// A window fed `rows` and `requests` per second for `secs` seconds, on a fake clock.
+    fn steady(rows: u64, requests: u64, secs: u64) -> Window {
+        let start = Instant::now();
+        let mut window = Window::default();
+        for s in 0..=secs * 5 {
+            let t = start + Duration::from_millis(200 * s);
+            window.note(t, rows * s / 5, requests * s / 5);
+        }
+        window
     }
 
     #[test]
-    fn totals_are_estimated_from_bytes() {
-        assert_eq!(estimate_total(100, 1000, Some(10_000)), Some(1000));
-        assert_eq!(estimate_total(100, 0, Some(10_000)), None);
-        assert_eq!(estimate_total(100, 10, None), None);
+    fn rates_come_from_the_last_ten_seconds_and_the_eta_from_the_rows_left() {
+        let window = steady(100, 200, 60);
+        let (rows, requests) = window.rates().expect("rates");
+        assert!(
+            (rows - 100.0).abs() < 1.0 && (requests - 200.0).abs() < 1.0,
+            "{rows} {requests}"
+        );
+        assert_eq!(window.samples.len(), 51, "only the window is kept");
+        let eta = window.eta(1000).expect("eta");
+        assert!((eta - 10.0).abs() < 0.2, "{eta}");
+        // A start that skipped rows quickly, then slow sending: the window forgets the skipping.
+        let start = Instant::now();
+        let mut window = Window::default();
+        window.note(start, 0, 0);
+        window.note(start + Duration::from_millis(500), 900_000, 0);
+        for s in 1..=60u64 {
+            window.note(start + Duration::from_secs(s), 900_000 + 20 * s, 20 * s);
+        }
+        let eta = window.eta(100_000 - 1200).expect("eta");
+        assert!(eta > 4000.0, "{eta}");
+        assert_eq!(Window::default().rates(), None);
+    }
+
+    #[test]
+    fn status_line_has_the_documented_shape() {
+        let counts = RunCounts {
+            rows: 1000,
+            sent: 1000,
+            synced: 990,
+            present: 5,
+            failed: 5,
+            ..RunCounts::default()
+        };
+        let done = Done {
+            rows: 1000,
+            requests: 1000,
+            counts: &counts,
+        };
+        let window = steady(100, 100, 30);
+        assert_eq!(
+            status_line(done, Some(2000), &window),
+            "1000/2000 rows (50%) · 100.0 req/s · eta 10s · synced 990 · present 5 · failed 5 · retry 0"
+        );
+        assert_eq!(
+            status_line(done, None, &window),
+            "1000 rows · 100.0 req/s · synced 990 · present 5 · failed 5 · retry 0"
+        );
     }
 
     #[test]
