@@ -172,7 +172,7 @@ fn progress_lines_are_plain_when_stderr_is_not_a_terminal() {
     let lines: Vec<&str> = run
         .stderr
         .lines()
-        .filter(|l| l.contains(" req/s · synced "))
+        .filter(|l| l.contains(" progress ") && l.contains(" · synced "))
         .collect();
     assert!(lines.len() >= 2, "periodic progress lines:\n{}", run.stderr);
     assert!(lines.iter().all(|l| l.contains("/60 rows")), "{lines:?}");
@@ -587,4 +587,44 @@ fn progress_lines_tell_the_truth_about_done_rate_and_eta() {
     for (_, line) in &lines {
         assert!(!line.contains('%') && !line.contains("eta"), "{line}");
     }
+}
+
+#[test]
+fn a_fifo_is_read_once_even_with_progress_on() {
+    use std::io::Write;
+    let env = Env::new();
+    let fifo = env.dir.path().join("users.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open fifo");
+            f.write_all(users_csv(0, 3000).as_bytes())
+                .expect("write fifo");
+        })
+    };
+    let run = Run::of(
+        env.cmd()
+            .args([
+                "import",
+                "--json",
+                "--rate",
+                "0",
+                "--progress-interval",
+                "1",
+            ])
+            .arg(&fifo)
+            .output()
+            .expect("runs"),
+    );
+    writer.join().expect("writer");
+    run.expect_code(0);
+    assert_eq!(run.count("synced"), 3000, "no row lost to a second reader");
 }

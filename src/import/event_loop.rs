@@ -102,6 +102,7 @@ impl Run<'_> {
             }
             self.progress.update(Done {
                 rows: self.finished,
+                answered: self.answered,
                 requests: client.requests_sent(),
                 counts: &self.counts,
             });

@@ -160,6 +160,8 @@ struct Run<'a> {
     launched: u64,
     /// Rows with their outcome (for progress): every row passes through `note` once.
     finished: u64,
+    /// Of those, rows answered by the API (the progress display's pace).
+    answered: u64,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
     /// when their UserID is still unknown.
     changed: std::collections::HashSet<String>,
@@ -216,6 +218,7 @@ impl<'a> Run<'a> {
             flying: Flying::default(),
             launched: 0,
             finished: 0,
+            answered: 0,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };

@@ -139,7 +139,12 @@ impl Run<'_> {
             Decision::Send(job) => {
                 // Counted when decided, so that --limit holds back exactly the rows beyond N.
                 self.counts.sent += 1;
-                (!self.config.mode.dry_run).then_some(job)
+                if self.config.mode.dry_run {
+                    // A plan's row is done once decided.
+                    self.finished += 1;
+                    return None;
+                }
+                Some(job)
             }
         }
     }
@@ -162,6 +167,7 @@ impl Run<'_> {
             return;
         };
         let done = send::settle(job, answer, self.config.verbosity == Verbosity::Verbose);
+        self.answered += 1;
         if let Some(fatal) = done.fatal {
             self.abort(fatal);
             stop.trigger();

@@ -164,6 +164,11 @@ pub fn count_rows(source: &Source) -> Option<u64> {
     let Source::File(path) = source else {
         return None;
     };
+    // Only a regular file can be read twice: a pipe, a FIFO or /dev/stdin would lose to this
+    // count the rows the reader has not read yet.
+    if !std::fs::metadata(path).is_ok_and(|meta| meta.is_file()) {
+        return None;
+    }
     let mut file = File::open(path).ok()?;
     let mut buf = vec![0u8; 1 << 20];
     let (mut breaks, mut last) = (0u64, b'\n');

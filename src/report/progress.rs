@@ -30,13 +30,15 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 pub struct Done<'a> {
     /// Rows with their outcome: skipped, answered, rejected, duplicate…; never rows merely read.
     pub rows: u64,
+    /// Of those, the rows that needed a request: the ETA's pace (skipping is no guide to sending).
+    pub answered: u64,
     /// Requests sent, retries included.
     pub requests: u64,
     /// The outcome counts.
     pub counts: &'a RunCounts,
 }
 
-/// Rates over a sliding window: samples of (time, rows finished, requests sent), the oldest
+/// Rates over a sliding window: samples of (time, rows answered, requests sent), the oldest
 /// dropped once the window is covered without it.
 #[derive(Debug, Default)]
 pub struct Window {
@@ -56,7 +58,7 @@ impl Window {
         }
     }
 
-    /// Rows finished and requests sent per second over the window; `None` before a second of it.
+    /// Rows answered and requests sent per second over the window; `None` before a second of it.
     pub fn rates(&self) -> Option<(f64, f64)> {
         let (&(t0, r0, q0), &(t1, r1, q1)) = (self.samples.front()?, self.samples.back()?);
         let secs = t1.saturating_duration_since(t0).as_secs_f64();
@@ -68,7 +70,8 @@ impl Window {
         })
     }
 
-    /// Seconds left for `remaining` rows at the window's finishing rate.
+    /// Seconds left for `remaining` rows at the window's answering rate: every row left is taken
+    /// to need a request (the pessimistic and honest guess; a rerun that only skips has none).
     pub fn eta(&self, remaining: u64) -> Option<f64> {
         let (rows_per_s, _) = self.rates()?;
         (rows_per_s > 0.0).then(|| remaining as f64 / rows_per_s)
@@ -129,15 +132,16 @@ impl Progress {
         let now = Instant::now();
         if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
             self.last_sample = now;
-            self.window.note(now, done.rows, done.requests);
+            self.window.note(now, done.answered, done.requests);
         }
         if let Some(bar) = &self.bar {
             if now.duration_since(self.last_refresh) < BAR_EVERY {
                 return;
             }
             self.last_refresh = now;
-            bar.set_position(done.rows);
+            // The message first: setting the position redraws, and both must agree.
             bar.set_message(status_line(done, self.total, &self.window));
+            bar.set_position(done.rows);
             bar.tick();
         } else if now.duration_since(self.last_refresh) >= self.every {
             self.last_refresh = now;
@@ -190,7 +194,6 @@ impl Progress {
 /// or without a total `1000 rows · 100.0 req/s · …`. Log readers grep for it: keep the names.
 pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window) -> String {
     let c = done.counts;
-    let rate = window.rates().map_or(0.0, |(_, requests)| requests);
     let mut line = match total {
         Some(t) => {
             let t = t.max(done.rows);
@@ -199,7 +202,10 @@ pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window) -> Strin
         }
         None => format!("{} rows", done.rows),
     };
-    line.push_str(&format!(" · {rate:.1} req/s"));
+    // Before a second of measuring there is no rate to tell.
+    if let Some((_, rate)) = window.rates() {
+        line.push_str(&format!(" · {rate:.1} req/s"));
+    }
     if let Some(eta) = total.and_then(|t| window.eta(t.saturating_sub(done.rows))) {
         line.push_str(&format!(" · eta {}", human(eta)));
     }
@@ -245,16 +251,14 @@ mod tests {
         assert_eq!(window.samples.len(), 51, "only the window is kept");
         let eta = window.eta(1000).expect("eta");
         assert!((eta - 10.0).abs() < 0.2, "{eta}");
-        // A start that skipped rows quickly, then slow sending: the window forgets the skipping.
+        // A rerun that skipped most rows quickly, then sends 20 a second: the pace is the sending.
         let start = Instant::now();
         let mut window = Window::default();
-        window.note(start, 0, 0);
-        window.note(start + Duration::from_millis(500), 900_000, 0);
-        for s in 1..=60u64 {
-            window.note(start + Duration::from_secs(s), 900_000 + 20 * s, 20 * s);
+        for s in 0..=20u64 {
+            window.note(start + Duration::from_secs(s), 20 * s, 20 * s);
         }
-        let eta = window.eta(100_000 - 1200).expect("eta");
-        assert!(eta > 4000.0, "{eta}");
+        let eta = window.eta(600).expect("eta");
+        assert!((eta - 30.0).abs() < 0.5, "{eta}");
         assert_eq!(Window::default().rates(), None);
     }
 
@@ -270,6 +274,7 @@ mod tests {
         };
         let done = Done {
             rows: 1000,
+            answered: 1000,
             requests: 1000,
             counts: &counts,
         };
@@ -281,6 +286,13 @@ mod tests {
         assert_eq!(
             status_line(done, None, &window),
             "1000 rows · 100.0 req/s · synced 990 · present 5 · failed 5 · retry 0"
+        );
+        // Before a second of measuring: no rate and no ETA, rather than a false 0.
+        let mut young = Window::default();
+        young.note(Instant::now(), 0, 0);
+        assert_eq!(
+            status_line(done, Some(2000), &young),
+            "1000/2000 rows (50%) · synced 990 · present 5 · failed 5 · retry 0"
         );
     }
 
