@@ -209,6 +209,7 @@ impl<'a> Run<'a> {
                     .then(|| input::count_rows(&config.source))
                     .flatten(),
                 config.progress_interval,
+                config.mode.limit.is_none(),
             ),
             report,
             report_failure: None,

@@ -87,6 +87,8 @@ pub struct Progress {
     last_sample: Instant,
     /// Rows in the file, when it is a regular file (counted up front).
     total: Option<u64>,
+    /// Whether an ETA can be told (not with `--limit`, which stops sending part-way).
+    eta: bool,
     window: Window,
     warnings: u64,
     every: Duration,
@@ -94,8 +96,9 @@ pub struct Progress {
 
 impl Progress {
     /// `enabled` is false with `--no-progress`; `total` is the input's row count when known;
-    /// `every` spaces the plain lines used when stderr is not a terminal.
-    pub fn new(enabled: bool, total: Option<u64>, every: Duration) -> Progress {
+    /// `every` spaces the plain lines used when stderr is not a terminal; `eta` is false when
+    /// the run will stop sending part-way (`--limit`).
+    pub fn new(enabled: bool, total: Option<u64>, every: Duration, eta: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (enabled && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(10));
@@ -118,6 +121,7 @@ impl Progress {
             last_refresh: now,
             last_sample: now,
             total,
+            eta,
             window,
             warnings: 0,
             every,
@@ -140,7 +144,7 @@ impl Progress {
             }
             self.last_refresh = now;
             // The message first: setting the position redraws, and both must agree.
-            bar.set_message(status_line(done, self.total, &self.window));
+            bar.set_message(status_line(done, self.total, &self.window, self.eta));
             bar.set_position(done.rows);
             bar.tick();
         } else if now.duration_since(self.last_refresh) >= self.every {
@@ -150,7 +154,7 @@ impl Progress {
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "{stamp} progress {}",
-                status_line(done, self.total, &self.window)
+                status_line(done, self.total, &self.window, self.eta)
             );
         }
     }
@@ -192,7 +196,7 @@ impl Progress {
 
 /// `1000/2000 rows (50%) · 100.0 req/s · eta 10s · synced 990 · present 5 · failed 5 · retry 0`,
 /// or without a total `1000 rows · 100.0 req/s · …`. Log readers grep for it: keep the names.
-pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window) -> String {
+pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window, eta: bool) -> String {
     let c = done.counts;
     let mut line = match total {
         Some(t) => {
@@ -206,7 +210,8 @@ pub fn status_line(done: Done<'_>, total: Option<u64>, window: &Window) -> Strin
     if let Some((_, rate)) = window.rates() {
         line.push_str(&format!(" · {rate:.1} req/s"));
     }
-    if let Some(eta) = total.and_then(|t| window.eta(t.saturating_sub(done.rows))) {
+    let left = total.filter(|_| eta).map(|t| t.saturating_sub(done.rows));
+    if let Some(eta) = left.and_then(|left| window.eta(left)) {
         line.push_str(&format!(" · eta {}", human(eta)));
     }
     line.push_str(&format!(
@@ -280,18 +285,18 @@ mod tests {
         };
         let window = steady(100, 100, 30);
         assert_eq!(
-            status_line(done, Some(2000), &window),
+            status_line(done, Some(2000), &window, true),
             "1000/2000 rows (50%) · 100.0 req/s · eta 10s · synced 990 · present 5 · failed 5 · retry 0"
         );
         assert_eq!(
-            status_line(done, None, &window),
+            status_line(done, None, &window, true),
             "1000 rows · 100.0 req/s · synced 990 · present 5 · failed 5 · retry 0"
         );
         // Before a second of measuring: no rate and no ETA, rather than a false 0.
         let mut young = Window::default();
         young.note(Instant::now(), 0, 0);
         assert_eq!(
-            status_line(done, Some(2000), &young),
+            status_line(done, Some(2000), &young, true),
             "1000/2000 rows (50%) · synced 990 · present 5 · failed 5 · retry 0"
         );
     }
