@@ -38,35 +38,7 @@ impl Run<'_> {
         if outcome == Outcome::Changed {
             self.changed.insert(id.to_string());
         }
-        // Rows that went as planned are logged only with -v; replacements always show.
-        let routine = (settled && outcome != Outcome::Replaced) || outcome == Outcome::Pending;
-        let show = match self.config.verbosity {
-            Verbosity::Quiet => false,
-            Verbosity::Normal => !routine,
-            Verbosity::Verbose => true,
-        };
-        if show {
-            let input = Escaped(&self.input);
-            let message = match reason {
-                // A reason may quote the server, phone numbers included: masked like the rest.
-                Some(reason) => format!(
-                    "{input}:{line}: {}: {id:?} ({}): {}",
-                    outcome.as_str(),
-                    mask_phone(phone),
-                    mask_phones_in(reason)
-                ),
-                None => format!(
-                    "{input}:{line}: {}: {id:?} ({})",
-                    outcome.as_str(),
-                    mask_phone(phone)
-                ),
-            };
-            if self.config.verbosity == Verbosity::Verbose {
-                self.progress.println(&message);
-            } else {
-                self.progress.warn(&message);
-            }
-        }
+        self.log(line, (id, phone), outcome, reason, settled);
         if settled
             && matches!(
                 outcome,
@@ -80,6 +52,46 @@ impl Run<'_> {
         {
             self.report_failure.get_or_insert(e);
             self.report = None;
+        }
+    }
+
+    /// Logs a row's outcome: rows that went as planned only with -v (replacements always); phone
+    /// numbers masked, the reason's too.
+    fn log(
+        &mut self,
+        line: u64,
+        (id, phone): (&str, &str),
+        outcome: Outcome,
+        reason: Option<&str>,
+        settled: bool,
+    ) {
+        let routine = (settled && outcome != Outcome::Replaced) || outcome == Outcome::Pending;
+        let show = match self.config.verbosity {
+            Verbosity::Quiet => false,
+            Verbosity::Normal => !routine,
+            Verbosity::Verbose => true,
+        };
+        if !show {
+            return;
+        }
+        let input = Escaped(&self.input);
+        let message = match reason {
+            Some(reason) => format!(
+                "{input}:{line}: {}: {id:?} ({}): {}",
+                outcome.as_str(),
+                mask_phone(phone),
+                mask_phones_in(reason)
+            ),
+            None => format!(
+                "{input}:{line}: {}: {id:?} ({})",
+                outcome.as_str(),
+                mask_phone(phone)
+            ),
+        };
+        if self.config.verbosity == Verbosity::Verbose {
+            self.progress.println(&message);
+        } else {
+            self.progress.warn(&message);
         }
     }
 
@@ -118,35 +130,31 @@ impl Run<'_> {
                 );
                 None
             }
-            Decision::Send(job)
-                if self
-                    .config
-                    .mode
-                    .limit
-                    .is_some_and(|n| self.counts.sent >= n) =>
-            {
-                let reason = "held back by --limit";
-                self.note(
-                    job.line,
-                    &job.user.id_in_service,
-                    &job.user.phone_number,
-                    Outcome::Pending,
-                    Some(reason),
-                    false,
-                );
-                None
-            }
-            Decision::Send(job) => {
-                // Counted when decided, so that --limit holds back exactly the rows beyond N.
-                self.counts.sent += 1;
-                if self.config.mode.dry_run {
-                    // A plan's row is done once decided.
-                    self.finished += 1;
-                    return None;
-                }
-                Some(job)
-            }
+            Decision::Send(job) => self.sendable(job),
         }
+    }
+
+    /// A row the plan would send: held back past `--limit`, only counted on a dry run.
+    fn sendable(&mut self, job: Job) -> Option<Job> {
+        if self
+            .config
+            .mode
+            .limit
+            .is_some_and(|n| self.counts.sent >= n)
+        {
+            let reason = "held back by --limit";
+            let (line, id, phone) = (job.line, &job.user.id_in_service, &job.user.phone_number);
+            self.note(line, id, phone, Outcome::Pending, Some(reason), false);
+            return None;
+        }
+        // Counted when decided, so that --limit holds back exactly the rows beyond N.
+        self.counts.sent += 1;
+        if self.config.mode.dry_run {
+            // A plan's row is done once decided.
+            self.finished += 1;
+            return None;
+        }
+        Some(job)
     }
 
     /// For a replacement, asks the writer to commit its history row; the delete waits for it.
