@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use crate::cli::ExportFormat;
-use crate::ledger::{ExportError, Ledger, Status};
+use crate::ledger::{ExportError, HistoryRow, Ledger, Status, UserRow};
 
 /// The header `export` writes: API for the user's own import scripts.
 pub const EXPORT_HEADER: [&str; 8] = [
@@ -26,35 +26,24 @@ pub fn export(
     format: ExportFormat,
     w: impl Write,
 ) -> Result<(), ExportError> {
-    match format {
-        ExportFormat::Csv => {
-            let mut out = csv::Writer::from_writer(w);
-            out.write_record(EXPORT_HEADER)
-                .map_err(|e| ExportError::Write(csv_io(e)))?;
-            ledger.for_each_user(service_id, statuses, |row| {
-                out.write_record([
-                    row.service_id.as_str(),
-                    &row.id_in_service,
-                    &row.phone_number,
-                    row.user_id.as_deref().unwrap_or(""),
-                    row.status.as_str(),
-                    row.ctime.as_deref().unwrap_or(""),
-                    &row.updated_at,
-                    row.last_error.as_deref().unwrap_or(""),
-                ])
-                .map_err(csv_io)
-            })?;
-            out.flush().map_err(ExportError::Write)
-        }
-        ExportFormat::Ndjson => {
-            let mut out = io::BufWriter::new(w);
-            ledger.for_each_user(service_id, statuses, |row| {
-                serde_json::to_writer(&mut out, row)?;
-                out.write_all(b"\n")
-            })?;
-            out.flush().map_err(ExportError::Write)
-        }
-    }
+    write_rows(
+        format,
+        w,
+        EXPORT_HEADER,
+        |each| ledger.for_each_user(service_id, statuses, each),
+        |row: &UserRow| {
+            [
+                row.service_id.as_str(),
+                &row.id_in_service,
+                &row.phone_number,
+                row.user_id.as_deref().unwrap_or(""),
+                row.status.as_str(),
+                row.ctime.as_deref().unwrap_or(""),
+                &row.updated_at,
+                row.last_error.as_deref().unwrap_or(""),
+            ]
+        },
+    )
 }
 
 /// The header `export --history` writes.
@@ -77,29 +66,46 @@ pub fn export_history(
     format: ExportFormat,
     w: impl Write,
 ) -> Result<(), ExportError> {
+    write_rows(
+        format,
+        w,
+        HISTORY_HEADER,
+        |each| ledger.for_each_history(service_id, each),
+        |row: &HistoryRow| {
+            [
+                row.service_id.as_str(),
+                &row.id_in_service,
+                &row.kind,
+                row.old_user_id.as_deref().unwrap_or(""),
+                row.new_user_id.as_deref().unwrap_or(""),
+                row.old_phone.as_deref().unwrap_or(""),
+                row.new_phone.as_deref().unwrap_or(""),
+                &row.at,
+            ]
+        },
+    )
+}
+
+/// The one writer of both exports: `rows` walks the ledger and hands each row to the closure it
+/// is given; as CSV, `cells` turns a row into the header's columns; as NDJSON, a row is one object.
+fn write_rows<R: serde::Serialize>(
+    format: ExportFormat,
+    w: impl Write,
+    header: [&str; 8],
+    rows: impl FnOnce(&mut dyn FnMut(&R) -> io::Result<()>) -> Result<(), ExportError>,
+    cells: impl for<'r> Fn(&'r R) -> [&'r str; 8],
+) -> Result<(), ExportError> {
     match format {
         ExportFormat::Csv => {
             let mut out = csv::Writer::from_writer(w);
-            out.write_record(HISTORY_HEADER)
+            out.write_record(header)
                 .map_err(|e| ExportError::Write(csv_io(e)))?;
-            ledger.for_each_history(service_id, |row| {
-                out.write_record([
-                    row.service_id.as_str(),
-                    &row.id_in_service,
-                    &row.kind,
-                    row.old_user_id.as_deref().unwrap_or(""),
-                    row.new_user_id.as_deref().unwrap_or(""),
-                    row.old_phone.as_deref().unwrap_or(""),
-                    row.new_phone.as_deref().unwrap_or(""),
-                    &row.at,
-                ])
-                .map_err(csv_io)
-            })?;
+            rows(&mut |row| out.write_record(cells(row)).map_err(csv_io))?;
             out.flush().map_err(ExportError::Write)
         }
         ExportFormat::Ndjson => {
             let mut out = io::BufWriter::new(w);
-            ledger.for_each_history(service_id, |row| {
+            rows(&mut |row| {
                 serde_json::to_writer(&mut out, row)?;
                 out.write_all(b"\n")
             })?;
