@@ -102,14 +102,15 @@ fn read_seed(data: &[u8], path: &Path) -> Result<Vec<SeedUser>, SeedError> {
     let mut seed = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_error)?;
-        let line = line_at(data, record.position());
+        // Counted only for an error: counting for every row made loading quadratic in the file.
+        let line = || line_at(data, record.position());
         let cell = |index: usize| record.get(index).unwrap_or_default();
         let required = |index: usize, name: &str| {
             let value = cell(index);
             if value.is_empty() {
                 Err(SeedError::Row {
                     path: path.to_owned(),
-                    line,
+                    line: line(),
                     problem: format!("{name} is empty (every seed user needs one)"),
                 })
             } else {
