@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::plan::Job;
 use super::send::{self, Sending};
-use super::{HANDFUL, HANDFUL_AGE, ImportError, Run, TICK};
+use super::{HANDFUL, HANDFUL_AGE, ImportError, MAX_UNRECORDED, Run, TICK};
 use crate::client::Client;
 use crate::input::InputError;
 use crate::ledger::Ledger;
@@ -78,7 +78,10 @@ impl Run<'_> {
                 }
                 // Before answers: a writer that failed must stop the run at once.
                 Some(event) = next_event(&mut self.events) => match event {
-                    Event::Committed { commit, added } => self.planner.committed(commit, added),
+                    Event::Committed { commit, rows, added } => {
+                        self.unrecorded = self.unrecorded.saturating_sub(rows);
+                        self.planner.committed(commit, added);
+                    }
                     Event::Failed => {
                         p.failure = Some(self.writer_failure());
                         break;
@@ -114,9 +117,16 @@ impl Run<'_> {
         }
     }
 
-    /// Starts queued jobs while there is room in flight and the run goes on.
+    /// Starts queued jobs while there is room in flight and the run goes on. A writer that falls
+    /// behind (random ids, a slow disk) holds new requests back: answers waiting for a commit and
+    /// requests that will add to them stay under [`MAX_UNRECORDED`], which bounds both the memory
+    /// they take and what a `kill -9` can lose.
     fn launch(&mut self, p: &mut Pumping, client: &Arc<Client>, stop: &Stop, concurrency: usize) {
-        while !stop.is_triggered() && p.in_flight.len() < concurrency {
+        let most = MAX_UNRECORDED.max(concurrency);
+        while !stop.is_triggered()
+            && p.in_flight.len() < concurrency
+            && p.in_flight.len() + self.unrecorded < most
+        {
             let Some(job) = p.queue.pop_front() else {
                 break;
             };
@@ -216,6 +226,7 @@ impl Run<'_> {
             if self.outbox.is_empty() {
                 self.outbox_since = Instant::now();
             }
+            self.unrecorded += 1;
             self.outbox.push(row);
         }
     }
@@ -241,7 +252,13 @@ impl Run<'_> {
         // The last commits' new rows, so that the end of the run knows every row of this input.
         if let Some(mut events) = self.events.take() {
             while let Ok(event) = events.try_recv() {
-                if let Event::Committed { commit, added } = event {
+                if let Event::Committed {
+                    commit,
+                    rows,
+                    added,
+                } = event
+                {
+                    self.unrecorded = self.unrecorded.saturating_sub(rows);
                     self.planner.committed(commit, added);
                 }
             }

@@ -43,6 +43,12 @@ const TICK: Duration = Duration::from_millis(100);
 const HANDFUL: usize = 64;
 /// …or when the oldest has waited this long.
 const HANDFUL_AGE: Duration = Duration::from_millis(50);
+/// At most this many rows are answered and not yet committed, counting the requests in flight
+/// (or `--concurrency`, when that is larger): the most a `kill -9` can lose from the ledger (the
+/// next run finds those users again through 409 and the user list), and the bound on the memory
+/// between the loop and the writer. Room for the writer's largest batch and the next one
+/// building up behind it, so that a writer that falls behind is never starved while it commits.
+const MAX_UNRECORDED: usize = crate::ledger::BATCH_ROWS_BEHIND + 4096;
 
 /// Why an import could not run (nothing was sent), or stopped on bad input.
 #[derive(Debug, Error)]
@@ -158,6 +164,8 @@ struct Run<'a> {
     flying: Flying,
     /// Rows whose requests were started: once there are any, a failure is an abort with a summary.
     launched: u64,
+    /// Rows kept for the ledger and not yet committed (see [`MAX_UNRECORDED`]).
+    unrecorded: usize,
     /// Rows with their outcome (for progress): every row passes through `note` once.
     finished: u64,
     /// Of those, rows answered by the API (the progress display's pace).
@@ -218,6 +226,7 @@ impl<'a> Run<'a> {
             aborted: None,
             flying: Flying::default(),
             launched: 0,
+            unrecorded: 0,
             finished: 0,
             answered: 0,
             changed: std::collections::HashSet::new(),

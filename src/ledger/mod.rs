@@ -10,6 +10,7 @@
 //! - `read.rs`: lookups, counts and the export's iteration.
 //! - `writer.rs` and `lookup.rs`: the two thread stages that own connections.
 
+mod find;
 mod history;
 mod lock;
 pub mod lookup;
@@ -32,7 +33,7 @@ use thiserror::Error;
 pub use history::{HistoryCounts, HistoryRow};
 pub use read::{Entry, ExportError, ServiceCounts, Unresolved, UserRow};
 pub use runs::{RunCounts, RunRecord};
-pub use write::Change;
+pub use write::{BATCH_ROWS_BEHIND, Change};
 
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;

@@ -38,55 +38,6 @@ pub struct Entry {
 }
 
 impl Ledger {
-    /// Looks up many users at once (a chunk of the file): one statement instead of one per row,
-    /// which halves the cost of a nightly run where nearly every row is already synced. Returns
-    /// what the ledger holds for each id, by position. Sees what this connection has written, and
-    /// what other connections have committed.
-    pub fn lookup_chunk(
-        &mut self,
-        service_id: &str,
-        ids: &[&str],
-    ) -> Result<Vec<Option<Entry>>, LedgerError> {
-        let mut found = vec![None; ids.len()];
-        if ids.is_empty() {
-            return Ok(found);
-        }
-        let list = serde_json::to_string(ids).map_err(|e| LedgerError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
-        let path = &self.path;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT j.key, u.rowid, u.phone_number, u.status, u.user_id, u.last_error
-                 FROM json_each(?2) AS j CROSS JOIN users AS u
-                   ON u.service_id = ?1 AND u.id_in_service = j.value",
-            )
-            .map_err(|e| sqlite(path, e))?;
-        let mut rows = stmt
-            .query(params![service_id, list])
-            .map_err(|e| sqlite(path, e))?;
-        while let Some(r) = rows.next().map_err(|e| sqlite(path, e))? {
-            let entry = (|| {
-                let status = r.get_ref(3)?.as_str().unwrap_or_default();
-                Ok::<_, rusqlite::Error>(Entry {
-                    rowid: r.get(1)?,
-                    phone_number: r.get(2)?,
-                    status: Status::parse(status).unwrap_or(Status::Retry),
-                    user_id: r.get(4)?,
-                    last_error: r.get(5)?,
-                })
-            })()
-            .map_err(|e| sqlite(path, e))?;
-            let at: usize = r.get(0).map_err(|e| sqlite(path, e))?;
-            if let Some(slot) = found.get_mut(at) {
-                *slot = Some(entry);
-            }
-        }
-        Ok(found)
-    }
-
     /// The `present` rows of a service whose UserID is still unknown.
     pub fn unresolved(&mut self, service_id: &str) -> Result<Vec<Unresolved>, LedgerError> {
         self.commit()?;

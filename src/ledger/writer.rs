@@ -5,7 +5,7 @@
 //! which new rows the ledger now holds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -45,6 +45,9 @@ pub enum Event {
     Committed {
         /// Commits are numbered from 1; see [`Writer::commits`].
         commit: u64,
+        /// How many of the rows handed over with [`Writer::write`] it made durable: the loop
+        /// counts what is still unrecorded with it, and holds back new requests while that is high.
+        rows: usize,
         /// The rows inserted (not updated) by it.
         added: Vec<(String, i64)>,
     },
@@ -63,6 +66,8 @@ pub struct Writer {
     commands: mpsc::Sender<Command>,
     thread: JoinHandle<Result<Ledger, LedgerError>>,
     commits: Arc<AtomicU64>,
+    /// Rows handed over and not yet taken by the thread: while there are any, it is behind.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -76,6 +81,8 @@ impl Writer {
         let (tell, told) = events::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::clone(&queued);
         let path = ledger.path().to_string();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -86,6 +93,8 @@ impl Writer {
                     tell,
                     commits: counter,
                     added: Vec::new(),
+                    written: 0,
+                    queued: waiting,
                 };
                 match work.serve(&inbox) {
                     Ok(()) => Ok(work.ledger),
@@ -101,6 +110,7 @@ impl Writer {
                 commands,
                 thread,
                 commits,
+                queued,
             },
             told,
         ))
@@ -116,6 +126,7 @@ impl Writer {
     /// that failed drops them, and has already sent [`Event::Failed`].
     pub fn write(&self, rows: Vec<Row>) {
         if !rows.is_empty() {
+            self.queued.fetch_add(rows.len(), Ordering::AcqRel);
             let _ = self.commands.send(Command::Rows(rows));
         }
     }
@@ -147,6 +158,9 @@ struct Work {
     tell: events::UnboundedSender<Event>,
     commits: Arc<AtomicU64>,
     added: Vec<(String, i64)>,
+    /// Rows written since the last commit was announced.
+    written: usize,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Work {
@@ -169,10 +183,13 @@ impl Work {
                 None => return self.commit(),
                 Some(Command::Rows(rows)) => {
                     self.ledger.savepoint()?;
+                    let count = rows.len();
+                    let behind = self.queued.fetch_sub(count, Ordering::AcqRel) > count;
                     match self.write(rows) {
                         Ok(added) => {
                             self.ledger.release()?;
                             self.added.extend(added);
+                            self.written += count;
                         }
                         Err(e) => {
                             // Undo this handful alone and keep the rows written before it. The
@@ -183,7 +200,7 @@ impl Work {
                             return Err(e);
                         }
                     }
-                    if self.ledger.commit_if_due()? {
+                    if self.ledger.commit_if_due(behind)? {
                         self.published();
                     }
                 }
@@ -232,7 +249,12 @@ impl Work {
     fn published(&mut self) {
         let commit = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
         let added = std::mem::take(&mut self.added);
-        let _ = self.tell.send(Event::Committed { commit, added });
+        let rows = std::mem::take(&mut self.written);
+        let _ = self.tell.send(Event::Committed {
+            commit,
+            rows,
+            added,
+        });
     }
 }
 
@@ -287,10 +309,15 @@ mod tests {
             .blocking_recv()
             .expect("history id");
         assert!(history > 0);
-        let Some(Event::Committed { commit, added }) = events.blocking_recv() else {
+        let Some(Event::Committed {
+            commit,
+            rows,
+            added,
+        }) = events.blocking_recv()
+        else {
             panic!("expected a commit");
         };
-        assert_eq!(commit, 1);
+        assert_eq!((commit, rows), (1, 2));
         assert_eq!(writer.commits().load(Ordering::Acquire), 1);
         let ids: Vec<&str> = added.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
@@ -306,10 +333,15 @@ mod tests {
         // An update is written but announces no new row; finishing commits it.
         writer.write(vec![row("a", true)]);
         writer.finish().expect("finish");
-        let Some(Event::Committed { commit, added }) = events.blocking_recv() else {
+        let Some(Event::Committed {
+            commit,
+            rows,
+            added,
+        }) = events.blocking_recv()
+        else {
             panic!("expected the last commit");
         };
-        assert_eq!((commit, added.len()), (2, 0));
+        assert_eq!((commit, rows, added.len()), (2, 1, 0));
         let a = reader.lookup_chunk("s", &["a"]).expect("lookup");
         assert_eq!(a[0].as_ref().map(|e| e.status), Some(Status::Retry));
     }
