@@ -875,3 +875,60 @@ fn a_report_onto_the_input_file_is_refused() {
     tiny.expect_code(2);
     assert!(!tiny.stderr.contains("panicked"), "{}", tiny.stderr);
 }
+
+/// A ledger that stops taking writes (a slow or stalled disk, here another connection holding
+/// SQLite's write lock) stops the requests too: what was answered and not committed stays under
+/// the bound the README gives as the loss window of a kill, and nothing is lost once it resumes.
+#[test]
+fn a_stalled_ledger_holds_requests_back_and_loses_nothing() {
+    /// The README's loss window: answered or in flight, and not committed.
+    const MOST_UNRECORDED: u64 = 20_480;
+    let env = Env::new();
+    let rows = 50_000;
+    let csv = env.file("many.csv", users_csv(0, rows));
+    // Paced, so that the stall begins early in the file.
+    let mut child = env
+        .cmd()
+        .args(["import", "--json", "--no-progress", "--rate", "5000"])
+        .arg(&csv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let committed = |conn: &rusqlite::Connection| -> u64 {
+        conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    wait_until("a first commit", || {
+        rusqlite::Connection::open(env.ledger()).is_ok_and(|c| committed(&c) > 0)
+    });
+    let stall = rusqlite::Connection::open(env.ledger()).expect("open");
+    stall
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    stall.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let held = committed(&stall);
+    // Requests go on until the bound is reached, then stop.
+    let mut created = env.sim.stats().created;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = env.sim.stats().created;
+        if now == created {
+            break;
+        }
+        created = now;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(env.sim.stats().created, created, "requests went on");
+    assert!(
+        created < rows as u64 && created - held <= MOST_UNRECORDED,
+        "{created} created while the ledger held {held}"
+    );
+    stall.execute_batch("ROLLBACK").expect("release");
+    let out = child.wait_with_output().expect("import ends");
+    let run = Run::of(out);
+    run.expect_code(0);
+    assert_eq!(run.count("synced"), rows as u64);
+    assert_eq!(env.rows().len(), rows);
+    env.assert_ledger_matches_remote();
+}
