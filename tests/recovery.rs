@@ -887,7 +887,7 @@ fn a_stalled_ledger_holds_requests_back_and_loses_nothing() {
     let rows = 50_000;
     let csv = env.file("many.csv", users_csv(0, rows));
     // Paced, so that the stall begins early in the file.
-    let mut child = env
+    let child = env
         .cmd()
         .args(["import", "--json", "--no-progress", "--rate", "5000"])
         .arg(&csv)
