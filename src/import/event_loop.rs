@@ -165,8 +165,14 @@ impl Run<'_> {
             })) => {
                 self.planner.visible(visible);
                 for (record, entry) in records.into_iter().zip(found) {
-                    if let Some(job) = self.decide(record, entry) {
-                        p.queue.push_back(job);
+                    match self.decide(record, entry) {
+                        Ok(Some(job)) => p.queue.push_back(job),
+                        Ok(None) => {}
+                        Err(e) => {
+                            p.failure = Some(e);
+                            stop.trigger();
+                            return;
+                        }
                     }
                 }
             }

@@ -10,11 +10,13 @@
 //! - `plan.rs`: the ledger filter.
 //! - `send.rs`: one row's requests and what their answers mean.
 //! - `finish.rs`: the end of the run: resolving UserIDs, the summary, the run record.
+//! - `scratch.rs`: where the new ids of a dry run are kept, off the heap.
 
 mod event_loop;
 mod finish;
 mod plan;
 mod rows;
+mod scratch;
 mod send;
 
 use std::rc::Rc;
@@ -80,6 +82,9 @@ pub enum ImportError {
     /// A worker thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A dry run's temporary database.
+    #[error(transparent)]
+    Scratch(#[from] scratch::ScratchError),
     /// The `--report` file.
     #[error("--report {path}: {source}")]
     Report {
@@ -202,7 +207,7 @@ impl<'a> Run<'a> {
         };
         let run = Run {
             config,
-            planner: Planner::new(config.mode),
+            planner: Planner::new(config.mode)?,
             writer,
             events,
             outbox: Vec::new(),

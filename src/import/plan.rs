@@ -5,6 +5,8 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 
+use super::scratch::{NewIds, ScratchError};
+
 use crate::config::Mode;
 use crate::ledger::{Entry, Status};
 use crate::phone::mask_phone;
@@ -113,8 +115,8 @@ pub struct Planner {
     seen: Seen,
     /// New ids sent by this run that lookups may not see yet (queued, in flight, or written but
     /// committed after the snapshot of the chunk being decided): line and phone of their first
-    /// occurrence.
-    pending: HashMap<String, (u64, String), foldhash::fast::RandomState>,
+    /// occurrence. On a dry run, every new id.
+    pending: NewIds,
     /// Ids of `pending` already committed, by commit number: they leave `pending` once the
     /// lookups' snapshot includes their commit.
     committed: VecDeque<(u64, Vec<String>)>,
@@ -122,20 +124,20 @@ pub struct Planner {
 
 impl Planner {
     /// A filter for one run.
-    pub fn new(mode: Mode) -> Planner {
-        Planner {
+    pub fn new(mode: Mode) -> Result<Planner, ScratchError> {
+        Ok(Planner {
             mode,
             seen: Seen::default(),
-            pending: HashMap::default(),
+            pending: NewIds::new(mode.dry_run)?,
             committed: VecDeque::new(),
-        }
+        })
     }
 
     /// Notes that commit number `commit` put these new rows `(id_in_service, rowid)` in the ledger.
     pub fn committed(&mut self, commit: u64, added: Vec<(String, i64)>) {
         let mut ids = Vec::with_capacity(added.len());
         for (id, rowid) in added {
-            if let Some((line, phone)) = self.pending.get(&id) {
+            if let Some((line, phone)) = self.pending.in_memory(&id) {
                 self.seen.mark(rowid, *line, phone, phone);
             }
             ids.push(id);
@@ -164,25 +166,39 @@ impl Planner {
     /// Decides what to do with one valid row, given what the ledger holds for its id. The lookup
     /// may miss this run's latest writes: [`Planner::visible`] must have been told how many commits
     /// it saw.
-    pub fn decide(&mut self, entry: Option<Entry>, line: u64, user: User) -> Decision {
-        if let Some((first, phone)) = self.pending.get(&user.id_in_service) {
+    pub fn decide(
+        &mut self,
+        entry: Option<Entry>,
+        line: u64,
+        user: User,
+    ) -> Result<Decision, ScratchError> {
+        if let Some((first, phone)) = self.pending.in_memory(&user.id_in_service) {
             let (first, same) = (*first, *phone == user.phone_number);
-            return duplicate(user, first, same);
+            return Ok(duplicate(user, first, same));
         }
         let Some(entry) = entry else {
-            self.pending.insert(
-                user.id_in_service.clone(),
-                (line, user.phone_number.clone()),
-            );
-            return Decision::Send(Job {
+            // A new id: the first occurrence is sent, a repeat is a duplicate of it.
+            if let Some((first, phone)) =
+                self.pending
+                    .first_or_insert(&user.id_in_service, line, &user.phone_number)?
+            {
+                let same = phone == user.phone_number;
+                return Ok(duplicate(user, first, same));
+            }
+            return Ok(Decision::Send(Job {
                 line,
                 user,
                 replace: None,
                 known: false,
                 last_sent: None,
                 trip: Cell::default(),
-            });
+            }));
         };
+        Ok(self.decide_known(entry, line, user))
+    }
+
+    /// Decides for a row the ledger holds.
+    fn decide_known(&mut self, entry: Entry, line: u64, user: User) -> Decision {
         if let Some((first, phone)) = self.seen.get(entry.rowid, &entry.phone_number) {
             let same = phone == user.phone_number;
             return duplicate(user, first, same);
@@ -306,25 +322,37 @@ mod tests {
         }
     }
 
+    fn memory(p: &Planner) -> &HashMap<String, (u64, String), foldhash::fast::RandomState> {
+        match &p.pending {
+            NewIds::Memory(map) => map,
+            NewIds::Disk(_) => panic!("a real run keeps new ids in memory"),
+        }
+    }
+
     const A: &str = "+37255555555";
     const B: &str = "+37255555556";
 
     #[test]
     fn a_new_id_is_a_duplicate_until_lookups_see_its_commit() {
-        let mut p = Planner::new(Mode::default());
-        assert!(matches!(p.decide(None, 2, user("a", A)), Decision::Send(_)));
+        let mut p = Planner::new(Mode::default()).expect("planner");
+        assert!(matches!(
+            p.decide(None, 2, user("a", A)).expect("decide"),
+            Decision::Send(_)
+        ));
         // Written and committed, but this chunk's lookup ran before the commit.
         p.committed(1, vec![("a".into(), 7)]);
         p.visible(0);
-        let d = p.decide(None, 5, user("a", A));
+        let d = p.decide(None, 5, user("a", A)).expect("decide");
         assert_eq!(
             outcome(&d),
             (Some(Outcome::Duplicate), Some("repeats line 2"))
         );
         // Once lookups see the commit, the ledger's row (by rowid) carries the first line.
         p.visible(1);
-        assert!(p.pending.is_empty());
-        let d = p.decide(Some(synced(7, A)), 9, user("a", B));
+        assert!(memory(&p).is_empty());
+        let d = p
+            .decide(Some(synced(7, A)), 9, user("a", B))
+            .expect("decide");
         let (o, why) = outcome(&d);
         assert_eq!(o, Some(Outcome::Duplicate));
         assert!(why.is_some_and(|w| w.contains("line 2")), "{why:?}");
@@ -332,32 +360,62 @@ mod tests {
 
     #[test]
     fn commits_are_released_in_order_and_only_when_seen() {
-        let mut p = Planner::new(Mode::default());
+        let mut p = Planner::new(Mode::default()).expect("planner");
         for (line, id) in [(2, "a"), (3, "b"), (4, "c")] {
             assert!(matches!(
-                p.decide(None, line, user(id, A)),
+                p.decide(None, line, user(id, A)).expect("decide"),
                 Decision::Send(_)
             ));
         }
         p.committed(1, vec![("a".into(), 1)]);
         p.committed(2, vec![("b".into(), 2)]);
         p.visible(1);
-        assert!(!p.pending.contains_key("a"));
-        assert!(p.pending.contains_key("b") && p.pending.contains_key("c"));
+        assert!(!memory(&p).contains_key("a"));
+        assert!(memory(&p).contains_key("b") && memory(&p).contains_key("c"));
         // "c" was never committed (no answer yet): it stays however far lookups get.
         p.visible(5);
-        assert_eq!(p.pending.keys().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(memory(&p).keys().collect::<Vec<_>>(), ["c"]);
     }
 
     #[test]
     fn ledger_rows_are_skipped_once_then_duplicates() {
-        let mut p = Planner::new(Mode::default());
-        let d = p.decide(Some(synced(3, A)), 2, user("a", A));
+        let mut p = Planner::new(Mode::default()).expect("planner");
+        let d = p
+            .decide(Some(synced(3, A)), 2, user("a", A))
+            .expect("decide");
         assert_eq!(outcome(&d), (Some(Outcome::Skipped), None));
-        let d = p.decide(Some(synced(3, A)), 8, user("a", A));
+        let d = p
+            .decide(Some(synced(3, A)), 8, user("a", A))
+            .expect("decide");
         assert_eq!(
             outcome(&d),
             (Some(Outcome::Duplicate), Some("repeats line 2"))
+        );
+    }
+
+    #[test]
+    fn a_dry_run_tells_repeats_of_new_ids_from_disk() {
+        let dry = Mode {
+            dry_run: true,
+            ..Mode::default()
+        };
+        let mut p = Planner::new(dry).expect("planner");
+        assert!(matches!(&p.pending, NewIds::Disk(_)));
+        for (line, id) in [(2, "a"), (3, "b")] {
+            let d = p.decide(None, line, user(id, A)).expect("decide");
+            assert!(matches!(d, Decision::Send(_)));
+        }
+        let d = p.decide(None, 4, user("a", A)).expect("decide");
+        assert_eq!(
+            outcome(&d),
+            (Some(Outcome::Duplicate), Some("repeats line 2"))
+        );
+        let d = p.decide(None, 5, user("b", B)).expect("decide");
+        let (o, why) = outcome(&d);
+        assert_eq!(o, Some(Outcome::Duplicate));
+        assert!(
+            why.is_some_and(|w| w.contains("conflict: line 3")),
+            "{why:?}"
         );
     }
 }

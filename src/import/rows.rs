@@ -4,9 +4,9 @@
 
 use tokio::sync::oneshot;
 
-use super::Run;
 use super::plan::{Decision, Job};
 use super::send::{self, Answer};
+use super::{ImportError, Run};
 use crate::config::Verbosity;
 use crate::input::{Record, Row};
 use crate::ledger::Entry;
@@ -96,7 +96,11 @@ impl Run<'_> {
     }
 
     /// Decides what to do with one record; returns the job if it must be sent now.
-    pub(super) fn decide(&mut self, record: Record, entry: Option<Entry>) -> Option<Job> {
+    pub(super) fn decide(
+        &mut self,
+        record: Record,
+        entry: Option<Entry>,
+    ) -> Result<Option<Job>, ImportError> {
         self.counts.rows += 1;
         let line = record.line;
         let user = match record.row {
@@ -109,11 +113,11 @@ impl Run<'_> {
                     Some(&r.reason),
                     false,
                 );
-                return None;
+                return Ok(None);
             }
             Row::User(user) => user,
         };
-        match self.planner.decide(entry, line, user) {
+        Ok(match self.planner.decide(entry, line, user)? {
             Decision::Keep {
                 user,
                 outcome,
@@ -131,7 +135,7 @@ impl Run<'_> {
                 None
             }
             Decision::Send(job) => self.sendable(job),
-        }
+        })
     }
 
     /// A row the plan would send: held back past `--limit`, only counted on a dry run.
