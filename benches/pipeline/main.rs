@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use verigator_sync::simulator::{SimConfig, Simulator};
 
+mod scale;
+
 const SERVICE: &str = "bench";
 const RUNS: usize = 3;
 /// importer rows/s ≥ this × wrk's requests/s against the same simulator.
@@ -36,6 +38,20 @@ const MAX_RSS_GROWTH: f64 = 1.5;
 const LIMIT_RATE: u32 = 100;
 const LIMIT_SECONDS: u32 = 30;
 const LIMIT_TOLERANCE: f64 = 0.02;
+/// Issue 13: the import of 1M ids in random order, against the same rows in sort order.
+const MIN_RANDOM_VS_SORTED: f64 = 0.8;
+const MAX_RANDOM_RSS_MB: f64 = 32.0;
+/// A service of 1M users: resolving 2,000 rows through its list, and reconcile.
+const SERVICE_USERS: usize = 1_000_000;
+const LIST_ROWS: usize = 2_000;
+const MAX_LIST_RSS_MB: f64 = 48.0;
+/// Ten million rows.
+const HUGE_ROWS: usize = 10_000_000;
+const MAX_HUGE_RSS_MB: f64 = 64.0;
+const MAX_HUGE_NOOP_SORTED_SECONDS: f64 = 10.0;
+const MAX_HUGE_NOOP_RANDOM_SECONDS: f64 = 15.0;
+/// `simulate --seed` with a service of 1M users, until it listens.
+const MAX_SEED_SECONDS: f64 = 5.0;
 
 /// One round: wrk, then the importer, then the two reference importers, each against a fresh
 /// simulator; ratios are taken within a round.
@@ -147,25 +163,25 @@ fn main() -> ExitCode {
     );
     let big_dir = tempfile::tempdir().expect("tempdir");
     let big_ledger = big_dir.path().join("l.db");
-    let rss_large = median(
-        (0..RUNS)
-            .map(|_| {
-                with_simulator(&rt, SimConfig::default(), |sim| {
-                    for ext in ["", "-wal", "-shm"] {
-                        let _ = fs::remove_file(format!("{}{ext}", big_ledger.display()));
-                    }
-                    let m = import(
-                        sim,
-                        &large,
-                        &big_ledger,
-                        &["--rate", "0", "--concurrency", "64"],
-                    );
-                    assert_eq!(m.summary["synced"], 1_000_000, "{}", m.summary);
-                    m.rss_mb
-                })
+    let large_runs: Vec<Measured> = (0..RUNS)
+        .map(|_| {
+            with_simulator(&rt, SimConfig::default(), |sim| {
+                for ext in ["", "-wal", "-shm"] {
+                    let _ = fs::remove_file(format!("{}{ext}", big_ledger.display()));
+                }
+                let m = import(
+                    sim,
+                    &large,
+                    &big_ledger,
+                    &["--rate", "0", "--concurrency", "64"],
+                );
+                assert_eq!(m.summary["synced"], 1_000_000, "{}", m.summary);
+                m
             })
-            .collect(),
-    );
+        })
+        .collect();
+    let rss_large = median(large_runs.iter().map(|m| m.rss_mb).collect());
+    let sorted_rate = median(large_runs.iter().map(|m| 1_000_000.0 / m.wall).collect());
 
     eprintln!("bench: no-op rerun of 1,000,000 rows already in the ledger, {RUNS} times");
     let noop: Vec<Measured> = (0..RUNS)
@@ -186,6 +202,7 @@ fn main() -> ExitCode {
     );
     let limiter = limiter_check(&rt, &generate(&data, (LIMIT_RATE * LIMIT_SECONDS) as usize));
 
+    let scale = scale::rows(&rt, &data, sorted_rate);
     let growth = rss_large / rss_small;
     let window_ok = limiter.windows.iter().all(|&n| {
         let want = f64::from(LIMIT_RATE) * 5.0;
@@ -271,6 +288,7 @@ fn main() -> ExitCode {
             limiter.busiest_second <= LIMIT_RATE + 1,
         ),
     ];
+    let rows: Vec<(String, String, String, bool)> = rows.into_iter().chain(scale).collect();
     println!(
         "\n{:<44} {:<28} {:<26} ok",
         "what (medians of 3 runs)", "measured", "target"
@@ -409,18 +427,27 @@ fn reference(python: &Path, how: &str, sim: &Simulator, csv: &Path, rows: usize)
 }
 
 /// `rows` users in a CSV under target/bench-data, made once. Ids come in their sort order, like an
-/// export of sequential logins; see the README for ids in random order (random B-tree I/O).
+/// export of sequential logins; [`scale`] makes ids in random order.
 fn generate(dir: &Path, rows: usize) -> PathBuf {
-    let path = dir.join(format!("users-{rows}.csv"));
+    write_csv(dir.join(format!("users-{rows}.csv")), rows, |i| {
+        format!("user{i:07}@example.com")
+    })
+}
+
+/// A CSV of `rows` users with the ids `id(i)` and distinct phones, made once, written as it goes.
+fn write_csv(path: PathBuf, rows: usize, id: impl Fn(usize) -> String) -> PathBuf {
+    use std::io::Write;
     if path.exists() {
         return path;
     }
-    let mut text = String::with_capacity(rows * 40);
-    text.push_str("id_in_service,phone_number\n");
+    let partial = path.with_extension("partial");
+    let mut out = std::io::BufWriter::new(fs::File::create(&partial).expect("bench CSV"));
+    writeln!(out, "id_in_service,phone_number").expect("write bench CSV");
     for i in 0..rows {
-        text.push_str(&format!("user{i:07}@example.com,+3725{i:07}\n"));
+        writeln!(out, "{},+3725{:07}", id(i), i % 10_000_000).expect("write bench CSV");
     }
-    fs::write(&path, text).expect("write bench CSV");
+    out.flush().expect("write bench CSV");
+    fs::rename(&partial, &path).expect("bench CSV in place");
     path
 }
 
@@ -470,45 +497,55 @@ fn import(sim: &Simulator, csv: &Path, ledger: &Path, extra: &[&str]) -> Measure
 
 /// Runs the real binary against `base` under GNU time.
 fn run_importer(base: &str, csv: &Path, ledger: &Path, extra: &[&str]) -> Measured {
+    let mut args: Vec<std::ffi::OsString> = [
+        "import",
+        "--json",
+        "--no-progress",
+        "--base-url",
+        base,
+        "--service-id",
+        SERVICE,
+        "--ledger",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(ledger.into());
+    args.extend(extra.iter().map(Into::into));
+    args.push(csv.into());
+    let (wall, rss_mb, stdout) = measure(&args);
+    let summary = serde_json::from_slice(&stdout).expect("one JSON summary");
+    Measured {
+        wall,
+        rss_mb,
+        summary,
+    }
+}
+
+/// Runs the real binary with `args` under GNU time; returns wall time, peak RSS in MB and stdout.
+fn measure(args: &[std::ffi::OsString]) -> (f64, f64, Vec<u8>) {
     let rss_file = tempfile::NamedTempFile::new().expect("tempfile");
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%M", "-o"])
         .arg(rss_file.path())
         .arg(env!("CARGO_BIN_EXE_verigator-sync"))
-        .args([
-            "import",
-            "--json",
-            "--no-progress",
-            "--base-url",
-            base,
-            "--service-id",
-            SERVICE,
-            "--ledger",
-        ])
-        .arg(ledger)
-        .args(extra)
-        .arg(csv)
+        .args(args)
         .env("VERIGATOR_USERNAME", "demo")
         .env("VERIGATOR_PASSWORD", "demo")
         .output()
-        .expect("importer runs");
+        .expect("the binary runs");
     let wall = start.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
-        "import failed: {}",
+        "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let rss_kb: f64 = fs::read_to_string(rss_file.path())
         .ok()
         .and_then(|t| t.trim().lines().last().and_then(|l| l.trim().parse().ok()))
         .expect("GNU time wrote the peak RSS");
-    let summary = serde_json::from_slice(&out.stdout).expect("one JSON summary");
-    Measured {
-        wall,
-        rss_mb: rss_kb / 1024.0,
-        summary,
-    }
+    (wall, rss_kb / 1024.0, out.stdout)
 }
 
 struct Limiter {
