@@ -11,12 +11,14 @@
 //! - `send.rs`: one row's requests and what their answers mean.
 //! - `finish.rs`: the end of the run: resolving UserIDs, the summary, the run record.
 //! - `scratch.rs`: where the new ids of a dry run are kept, off the heap.
+//! - `seen.rs`: the ledger rows this input has had, and the line of each one's first occurrence.
 
 mod event_loop;
 mod finish;
 mod plan;
 mod rows;
 mod scratch;
+mod seen;
 mod send;
 
 use std::rc::Rc;

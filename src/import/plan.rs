@@ -3,9 +3,10 @@
 //! caught without holding every id in memory. Reads the ledger; never writes it or the network.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::scratch::{NewIds, ScratchError};
+use super::seen::Seen;
 
 use crate::config::Mode;
 use crate::ledger::{Entry, Status};
@@ -68,44 +69,6 @@ pub enum Decision {
         /// Whether the row is nevertheless synced or present as the file says.
         settled: bool,
     },
-}
-
-/// The line where each ledger row was first seen in this run, by rowid: a duplicate check that
-/// costs four bytes per ledger row instead of a set of every id in the file. The first occurrence's
-/// phone is the ledger's, except for the few rows listed in `phones` (changed or being resent).
-#[derive(Debug, Default)]
-struct Seen {
-    lines: Vec<u32>,
-    phones: HashMap<i64, String>,
-}
-
-impl Seen {
-    /// The first line and phone of a row seen before; `ledger_phone` is what the ledger holds.
-    fn get<'a>(&'a self, rowid: i64, ledger_phone: &'a str) -> Option<(u64, &'a str)> {
-        let line = *self.lines.get(usize::try_from(rowid).ok()?)?;
-        let phone = self.phones.get(&rowid).map_or(ledger_phone, String::as_str);
-        (line != 0).then_some((u64::from(line), phone))
-    }
-
-    /// The first line of a row seen in this run.
-    fn line(&self, rowid: i64) -> Option<u64> {
-        let line = *self.lines.get(usize::try_from(rowid).ok()?)?;
-        (line != 0).then_some(u64::from(line))
-    }
-
-    fn mark(&mut self, rowid: i64, line: u64, phone: &str, ledger_phone: &str) {
-        let Ok(index) = usize::try_from(rowid) else {
-            return;
-        };
-        if self.lines.len() <= index {
-            // Vec's own doubling keeps this amortised; only the written prefix costs memory.
-            self.lines.resize(index + 1, 0);
-        }
-        self.lines[index] = u32::try_from(line).unwrap_or(u32::MAX);
-        if phone != ledger_phone {
-            self.phones.insert(rowid, phone.to_string());
-        }
-    }
 }
 
 /// The per-run state of the filter.
@@ -294,6 +257,8 @@ fn duplicate(user: User, first: u64, same_phone: bool) -> Decision {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn user(id: &str, phone: &str) -> User {
