@@ -37,6 +37,7 @@ pub mod exit;
 pub mod import;
 pub mod input;
 pub mod ledger;
+pub mod listing;
 pub mod phone;
 pub mod reconcile;
 pub mod report;

@@ -1,5 +1,5 @@
-//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's view of
-//! a service, the counts of `status` and the rows of `export`.
+//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's walk
+//! through a service, the counts of `status` and the rows of `export`.
 
 use rusqlite::params;
 use serde::Serialize;
@@ -106,17 +106,31 @@ impl Ledger {
         .map_err(|e| sqlite(&self.path, e))
     }
 
-    /// Every row of a service as `(id_in_service, status, user_id)`, for `reconcile`.
-    pub fn known_users(
+    /// The next `limit` rows of a service as `(id_in_service, status, user_id)`, in id order
+    /// (byte order), after the id `after`: how `reconcile` walks the ledger beside the sorted user
+    /// list without holding either. Each chunk is its own statement, so rows can be changed
+    /// between chunks.
+    pub fn rows_after(
         &self,
         service_id: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<(String, Status, Option<String>)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id_in_service, status, user_id FROM users WHERE service_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
+        // Two statements: an `OR` for the first chunk would keep SQLite from seeking the index.
+        let sql = match after {
+            None => {
+                "SELECT id_in_service, status, user_id FROM users
+                 WHERE service_id = ?1 ORDER BY id_in_service LIMIT ?3"
+            }
+            Some(_) => {
+                "SELECT id_in_service, status, user_id FROM users
+                 WHERE service_id = ?1 AND id_in_service > ?2 ORDER BY id_in_service LIMIT ?3"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![service_id], |r| {
+            .query_map(params![service_id, after.unwrap_or(""), limit], |r| {
                 let status: String = r.get(1)?;
                 Ok((
                     r.get(0)?,
@@ -126,6 +140,17 @@ impl Ledger {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// How many rows a service has, and how many of them hold a UserID.
+    pub fn service_size(&self, service_id: &str) -> Result<(u64, u64), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT count(*), count(user_id) FROM users WHERE service_id = ?1",
+                params![service_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// Counts per service and status, with how many `present` rows lack a UserID.
