@@ -4,6 +4,7 @@
 //! whose size only the service bounds. An entry that is not an object with string `id` and
 //! `id_in_service`, or is longer than [`MAX_ENTRY_BYTES`], is skipped and counted.
 
+mod scan;
 mod split;
 
 use std::ops::ControlFlow;

@@ -11,6 +11,8 @@ use std::ops::ControlFlow;
 
 use thiserror::Error;
 
+use super::scan::{Scan, is_whitespace};
+
 /// The longest element of `users` read: a user is about a hundred bytes, and one that is longer
 /// than this is damage or an attack, not a user.
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
@@ -84,91 +86,6 @@ enum Slot {
     Total,
     Count,
     Other,
-}
-
-/// Finds where one JSON value ends, whatever it is, a piece at a time.
-#[derive(Clone, Copy, Debug, Default)]
-struct Scan {
-    kind: Kind,
-    depth: u64,
-    in_string: bool,
-    escaped: bool,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Kind {
-    /// Nothing seen yet.
-    #[default]
-    Fresh,
-    /// An object or an array.
-    Nested,
-    /// A string.
-    Text,
-    /// A number or a literal: ends before the first delimiter.
-    Scalar,
-}
-
-impl Scan {
-    /// Scans the value's next bytes; `Some(n)` when it ends after `bytes[..n]` (a scalar ends
-    /// before its delimiter, which is left unread).
-    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                    i += 1;
-                    continue;
-                }
-                // Strings are most of a list: jump to the next quote or backslash.
-                let k = memchr::memchr2(b'"', b'\\', &bytes[i..])?;
-                i += k + 1;
-                if bytes[i - 1] == b'\\' {
-                    self.escaped = true;
-                } else {
-                    self.in_string = false;
-                    if self.depth == 0 {
-                        return Some(i);
-                    }
-                }
-                continue;
-            }
-            let b = bytes[i];
-            match (self.kind, b) {
-                (Kind::Scalar, _) if is_delimiter(b) => return Some(i),
-                (Kind::Scalar, _) => {}
-                (Kind::Fresh, b'{' | b'[') => {
-                    self.kind = Kind::Nested;
-                    self.depth = 1;
-                }
-                (Kind::Fresh, b'"') => {
-                    self.kind = Kind::Text;
-                    self.in_string = true;
-                }
-                (Kind::Fresh, _) => self.kind = Kind::Scalar,
-                (_, b'"') => self.in_string = true,
-                (_, b'{' | b'[') => self.depth += 1,
-                (_, b'}' | b']') => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth == 0 {
-                        return Some(i + 1);
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        None
-    }
-}
-
-fn is_whitespace(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// A byte that ends a scalar.
-fn is_delimiter(b: u8) -> bool {
-    is_whitespace(b) || matches!(b, b',' | b']' | b'}')
 }
 
 /// The list's body, split as it arrives (see the module's doc).
@@ -300,8 +217,9 @@ impl Splitter {
             (State::AfterElement, b']') => State::AfterValue,
             (State::AfterElement, _) => return Err(self.error("expected ',' or ']'", i)),
             (State::Done, _) => return Err(self.error("data after the end of the list", i)),
+            // `feed` reads these states' bytes itself.
             (State::InKey { .. } | State::InValue(_) | State::InElement, _) => {
-                unreachable!("handled by feed")
+                return Err(self.error("the splitter lost its place", i));
             }
         };
         Ok(i + 1)
