@@ -1,5 +1,7 @@
-//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's walk
-//! through a service, the counts of `status` and the rows of `export`.
+//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's read
+//! of a service, the counts of `status` and the rows of `export`.
+
+use std::ops::ControlFlow;
 
 use rusqlite::params;
 use serde::Serialize;
@@ -106,51 +108,32 @@ impl Ledger {
         .map_err(|e| sqlite(&self.path, e))
     }
 
-    /// The next `limit` rows of a service as `(id_in_service, status, user_id)`, in id order
-    /// (byte order), after the id `after`: how `reconcile` walks the ledger beside the sorted user
-    /// list without holding either. Each chunk is its own statement, so rows can be changed
-    /// between chunks.
-    pub fn rows_after(
+    /// Hands every row of a service to `each` as `(id_in_service, status, user_id)`, in the
+    /// table's own order, until `each` breaks: how `reconcile` reads its side. One statement, so
+    /// one consistent snapshot.
+    pub fn for_each_known(
         &self,
         service_id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Status, Option<String>)>, LedgerError> {
-        // Two statements: an `OR` for the first chunk would keep SQLite from seeking the index.
-        let sql = match after {
-            None => {
-                "SELECT id_in_service, status, user_id FROM users
-                 WHERE service_id = ?1 ORDER BY id_in_service LIMIT ?3"
-            }
-            Some(_) => {
-                "SELECT id_in_service, status, user_id FROM users
-                 WHERE service_id = ?1 AND id_in_service > ?2 ORDER BY id_in_service LIMIT ?3"
-            }
-        };
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![service_id, after.unwrap_or(""), limit], |r| {
-                let status: String = r.get(1)?;
-                Ok((
-                    r.get(0)?,
-                    Status::parse(&status).unwrap_or(Status::Retry),
-                    r.get(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    /// How many rows a service has, and how many of them hold a UserID.
-    pub fn service_size(&self, service_id: &str) -> Result<(u64, u64), LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT count(*), count(user_id) FROM users WHERE service_id = ?1",
-                params![service_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+        mut each: impl FnMut(&str, Status, Option<&str>) -> ControlFlow<()>,
+    ) -> Result<(), LedgerError> {
+        // The table read straight through: walking the key's index instead would fetch each row
+        // from wherever it was inserted, a page read per row when ids came in random order.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id_in_service, status, user_id FROM users NOT INDEXED WHERE service_id = ?1",
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![service_id]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| sqlite(&self.path, e))? {
+            let text = |i| text_at(r, i).map_err(|e| sqlite(&self.path, e));
+            let (id, status, user_id) = (text(0)?, text(1)?, text(2)?);
+            let status = status.and_then(Status::parse).unwrap_or(Status::Retry);
+            if each(id.unwrap_or_default(), status, user_id).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Counts per service and status, with how many `present` rows lack a UserID.
@@ -238,6 +221,13 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Column `i` of a row as text, borrowed (or `None` for NULL).
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    r.get_ref(i)?.as_str_or_null().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// A failed export: the ledger or the output.

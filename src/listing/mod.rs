@@ -1,13 +1,16 @@
 //! What a service's user list says, kept in bounded memory by the two that read it (the end of an
-//! import, `reconcile`): the verdict on one id from every entry naming it (`Sightings`), and the
-//! list's entries sorted by id on disk, read back one id at a time (`spill.rs`). Knows nothing of
-//! HTTP or the ledger.
+//! import, `reconcile`): the verdict on one id from every entry naming it (`Sightings`), and
+//! records sorted by key on disk (`spill.rs`), from which a spilled list is read back one id at a
+//! time (`Groups`). Knows nothing of HTTP or the ledger.
 
 mod spill;
 
+use std::io;
+
 use crate::client::{is_valid_user_id, plausible_ctime};
 
-pub use spill::{Groups, Spill};
+use spill::text;
+pub use spill::{Records, Spill};
 
 /// The most UserIDs an id listed with several is shown with.
 const SHOWN: usize = 3;
@@ -113,6 +116,42 @@ impl Sightings {
     }
 }
 
+/// A user list spilled as `(id_in_service, UserID)` records, read back one id at a time with
+/// what its entries say, in byte order of the ids.
+pub struct Groups<'a> {
+    records: Records<'a>,
+    id: String,
+    sightings: Sightings,
+}
+
+impl<'a> Groups<'a> {
+    /// Reads the list spilled into `spill`.
+    pub fn of(spill: &'a mut Spill) -> io::Result<Groups<'a>> {
+        Ok(Groups {
+            records: spill.records()?,
+            id: String::new(),
+            sightings: Sightings::default(),
+        })
+    }
+
+    /// The next id and what its entries say, or `None` after the last.
+    pub fn next_id(&mut self) -> io::Result<Option<(&str, &Sightings)>> {
+        let Some((id, user_id)) = self.records.next_record()? else {
+            return Ok(None);
+        };
+        self.id.clear();
+        self.id.push_str(id);
+        self.sightings.clear();
+        self.sightings.see(text(user_id)?, None);
+        while self.records.peek_key() == Some(self.id.as_bytes()) {
+            if let Some((_, user_id)) = self.records.next_record()? {
+                self.sightings.see(text(user_id)?, None);
+            }
+        }
+        Ok(Some((&self.id, &self.sightings)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +162,35 @@ mod tests {
             s.see(uid, Some(&serde_json::json!("2024-01-02T03:04:05Z")));
         }
         s
+    }
+
+    #[test]
+    fn a_spilled_list_comes_back_one_id_at_a_time_in_list_order() {
+        let mut spill = Spill::with_run_bytes(64);
+        for (id, uid) in [
+            ("b", "u2"),
+            ("a", "u1"),
+            ("c", "u3"),
+            ("a", "a b"),
+            ("b", "u2"),
+            ("c", "u4"),
+        ] {
+            spill.push(id, uid.as_bytes()).expect("push");
+        }
+        let mut groups = Groups::of(&mut spill).expect("groups");
+        let mut seen = Vec::new();
+        while let Some((id, sightings)) = groups.next_id().expect("next") {
+            let verdict = match sightings.verdict() {
+                Some(Verdict::One { user_id, .. }) => user_id.to_string(),
+                Some(Verdict::Several { times, shown }) => {
+                    let shown: Vec<&str> = shown.iter().flatten().copied().collect();
+                    format!("{times}: {}", shown.join(" "))
+                }
+                other => format!("{other:?}"),
+            };
+            seen.push(format!("{id} {verdict}"));
+        }
+        assert_eq!(seen, ["a 2: a b u1", "b u2", "c 2: u3 u4"]);
     }
 
     #[test]

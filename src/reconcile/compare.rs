@@ -1,19 +1,17 @@
-//! The comparison itself: the ledger's rows of the service (read a chunk at a time) and the user
-//! list's ids (merged back from the spill) walked side by side, both in byte order of the id, as
-//! a merge join. Each disagreement is counted, written to the report and, with `--fix`, fixed as
-//! it is met; nothing is held but the current chunk of rows and the current id.
+//! The comparison itself: the ledger's rows of the service and the user list's ids, each spilled
+//! sorted by id, walked side by side as a merge join. Each disagreement is counted, written to
+//! the report and, with `--fix`, fixed as it is met; nothing is held but the current row and the
+//! current id. Also how a ledger row is spilled.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use super::findings::{Disagreement, Findings, Kind, Report};
 use super::{ReconcileError, apply};
 use crate::config::ReconcileConfig;
 use crate::ledger::{Ledger, Status};
-use crate::listing::{Groups, Sightings, Verdict};
+use crate::listing::{Groups, Records, Sightings, Spill, Verdict};
 use crate::signals::Signals;
-
-/// Ledger rows read at a time.
-const CHUNK_ROWS: usize = 1000;
 
 /// One ledger row: `(id_in_service, status, user_id)`.
 type Row = (String, Status, Option<String>);
@@ -35,38 +33,37 @@ pub(super) struct Walk<'a, W: Write> {
 }
 
 impl<W: Write> Walk<'_, W> {
-    /// Walks the ledger beside `groups`; stops early after a signal (fixes made are kept, to be
-    /// committed by the caller).
-    pub(super) fn run(mut self, mut groups: Groups<'_>) -> Result<(), ReconcileError> {
-        let mut rows = Chunks::default();
+    /// Walks the ledger's rows beside the list's `groups`; stops early after a signal (fixes
+    /// made are kept, to be committed by the caller).
+    pub(super) fn run(
+        mut self,
+        mut rows: Records<'_>,
+        mut groups: Groups<'_>,
+    ) -> Result<(), ReconcileError> {
+        let mut row = next_row(&mut rows)?;
         let mut group = groups.next_id().map_err(ReconcileError::Spill)?;
-        loop {
-            // Nothing here awaits: the signal handler's own flag says whether to stop.
-            if self.signals.raised() {
-                break;
-            }
-            let row = rows.peek(self.ledger, &self.config.service_id)?;
-            let order = match (row, &group) {
+        // Nothing here awaits: the signal handler's own flag says whether to stop.
+        while !self.signals.raised() {
+            let order = match (&row, &group) {
                 (None, None) => break,
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
                 (Some(row), Some((id, _))) => row.0.as_str().cmp(id),
             };
             match (order, &group) {
-                (std::cmp::Ordering::Less, _) => {
-                    let row = rows.take();
-                    self.both(row, None)?;
-                }
+                (std::cmp::Ordering::Less, _) | (_, None) => self.both(row.take(), None)?,
                 (std::cmp::Ordering::Greater, Some((id, sightings))) => {
                     self.only_at_verigator(id, sightings)?;
-                    group = groups.next_id().map_err(ReconcileError::Spill)?;
                 }
-                (_, Some((_, sightings))) => {
-                    let row = rows.take();
-                    self.both(row, Some(sightings))?;
-                    group = groups.next_id().map_err(ReconcileError::Spill)?;
+                (std::cmp::Ordering::Equal, Some((_, sightings))) => {
+                    self.both(row.take(), Some(sightings))?;
                 }
-                (_, None) => break,
+            }
+            if row.is_none() {
+                row = next_row(&mut rows)?;
+            }
+            if order != std::cmp::Ordering::Less {
+                group = groups.next_id().map_err(ReconcileError::Spill)?;
             }
         }
         if let Some(report) = &mut self.report {
@@ -143,31 +140,71 @@ impl<W: Write> Walk<'_, W> {
     }
 }
 
-/// The ledger's rows of the service, a chunk at a time, in id order.
-#[derive(Default)]
-struct Chunks {
-    /// The current chunk, reversed (the next row last).
-    rows: Vec<Row>,
-    /// The last id read: the next chunk starts after it.
-    after: Option<String>,
-    /// The last chunk came short: there are no more rows.
-    done: bool,
+/// Spills the ledger's rows of the service by id; returns how many there are, and how many of
+/// them hold a UserID.
+pub(super) fn spill_ledger(
+    ledger: &Ledger,
+    service_id: &str,
+    spill: &mut Spill,
+) -> Result<(u64, u64), ReconcileError> {
+    let (mut rows, mut with_user_id) = (0, 0);
+    let mut failed = None;
+    let mut value = Vec::new();
+    ledger.for_each_known(service_id, |id, status, user_id| {
+        rows += 1;
+        with_user_id += u64::from(user_id.is_some());
+        value.clear();
+        value.push(status_code(status));
+        if let Some(uid) = user_id {
+            value.push(b'+');
+            value.extend_from_slice(uid.as_bytes());
+        }
+        match spill.push(id, &value) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    match failed {
+        Some(e) => Err(ReconcileError::Spill(e)),
+        None => Ok((rows, with_user_id)),
+    }
 }
 
-impl Chunks {
-    /// The next row, reading a chunk when the current one is used up.
-    fn peek(&mut self, ledger: &Ledger, service_id: &str) -> Result<Option<&Row>, ReconcileError> {
-        if self.rows.is_empty() && !self.done {
-            let mut chunk = ledger.rows_after(service_id, self.after.as_deref(), CHUNK_ROWS)?;
-            self.done = chunk.len() < CHUNK_ROWS;
-            self.after = chunk.last().map(|row| row.0.clone());
-            chunk.reverse();
-            self.rows = chunk;
-        }
-        Ok(self.rows.last())
-    }
+/// The next spilled ledger row.
+fn next_row(rows: &mut Records<'_>) -> Result<Option<Row>, ReconcileError> {
+    let Some((id, value)) = rows.next_record().map_err(ReconcileError::Spill)? else {
+        return Ok(None);
+    };
+    let (status, user_id) = match value {
+        [code, b'+', uid @ ..] => (*code, Some(uid)),
+        [code] => (*code, None),
+        _ => (0, None),
+    };
+    let user_id = match user_id.map(std::str::from_utf8).transpose() {
+        Ok(user_id) => user_id.map(str::to_string),
+        Err(e) => return Err(ReconcileError::Spill(std::io::Error::other(e))),
+    };
+    Ok(Some((id.to_string(), status_of(status), user_id)))
+}
 
-    fn take(&mut self) -> Option<Row> {
-        self.rows.pop()
+/// A status as one byte of a spilled row.
+fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Synced => b's',
+        Status::Present => b'p',
+        Status::Failed => b'f',
+        Status::Retry => b'r',
+    }
+}
+
+fn status_of(code: u8) -> Status {
+    match code {
+        b's' => Status::Synced,
+        b'p' => Status::Present,
+        b'f' => Status::Failed,
+        _ => Status::Retry,
     }
 }

@@ -2,7 +2,7 @@
 //! user by user. Reports users Verigator has that the ledger does not know, ledger rows whose user
 //! is gone at Verigator, and UserIDs that differ or are unknown. Changes the ledger only with
 //! `--fix`. Knows nothing of CSV. Holds neither side: the list streams into a spill sorted by id
-//! (`crate::listing`), which is then walked beside the ledger's rows in the same order.
+//! (`crate::listing`), the ledger's rows into another, and the two are walked side by side.
 //!
 //! - `compare.rs`: the walk, and what each step finds and fixes.
 //! - `findings.rs`: what was found, and how it is shown.
@@ -19,10 +19,10 @@ use crate::client::MAX_ENTRY_BYTES;
 use crate::client::{Client, ClientError, ListError, ListSink, Listed, ListedUser, Retried};
 use crate::config::ReconcileConfig;
 use crate::ledger::{Ledger, LedgerError};
-use crate::listing::{Spill, Verdict};
+use crate::listing::{Groups, Spill, Verdict};
 use crate::signals::Signals;
 use crate::throttle::Stop;
-use compare::Walk;
+use compare::{Walk, spill_ledger};
 
 pub use findings::{Disagreement, Findings, Kind, Report};
 
@@ -84,7 +84,8 @@ pub async fn run(
     let mut remote = Remote::default();
     let listed = user_list(config, stop.clone(), &mut remote).await?;
     let census = census(&mut remote.spill, &listed, &signals)?;
-    let (ledger_rows, with_user_id) = ledger.service_size(&config.service_id)?;
+    let mut rows = Spill::default();
+    let (ledger_rows, with_user_id) = spill_ledger(&ledger, &config.service_id, &mut rows)?;
     // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
     // whose users were all deleted: fixing on it would clear every UserID.
     let fix = config.fix && (config.force || !(census.usable == 0 && with_user_id > 0));
@@ -94,7 +95,8 @@ pub async fn run(
         ledger_rows,
         ..Findings::default()
     };
-    let groups = remote.spill.groups().map_err(ReconcileError::Spill)?;
+    let groups = Groups::of(&mut remote.spill).map_err(ReconcileError::Spill)?;
+    let rows = rows.records().map_err(ReconcileError::Spill)?;
     let report = report
         .map(Report::new)
         .transpose()
@@ -107,7 +109,7 @@ pub async fn run(
         fix,
         signals: &signals,
     }
-    .run(groups)?;
+    .run(rows, groups)?;
     if config.fix && !fix {
         findings.held_back = Some(format!(
             "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
@@ -137,7 +139,7 @@ impl ListSink for Remote {
     }
 
     fn user(&mut self, user: ListedUser) -> ControlFlow<()> {
-        match self.spill.push(&user.id_in_service, &user.id) {
+        match self.spill.push(&user.id_in_service, user.id.as_bytes()) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 self.failed = Some(e);
@@ -162,7 +164,7 @@ fn census(spill: &mut Spill, listed: &Listed, signals: &Signals) -> Result<Censu
     if listed.malformed > 0 {
         return Err(ReconcileError::Malformed(listed.malformed));
     }
-    let mut groups = spill.groups().map_err(ReconcileError::Spill)?;
+    let mut groups = Groups::of(spill).map_err(ReconcileError::Spill)?;
     let (mut distinct, mut usable) = (0, 0);
     while let Some((_, sightings)) = groups.next_id().map_err(ReconcileError::Spill)? {
         distinct += 1;

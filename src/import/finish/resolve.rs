@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use super::super::Run;
 use crate::client::{Client, ListError, ListSink, Listed, ListedUser, MAX_ENTRY_BYTES, Retried};
 use crate::ledger::{Ledger, LedgerError, Unresolved};
-use crate::listing::{Sightings, Spill, Verdict};
+use crate::listing::{Groups, Sightings, Spill, Verdict};
 use crate::signals::Signals;
 use crate::user::escape;
 
@@ -36,7 +36,7 @@ impl ListSink for Resolution<'_> {
         if let Some(&i) = self.wanted.get(user.id_in_service.as_str()) {
             self.sightings[i].see(&user.id, user.ctime.as_ref());
         }
-        match self.ids.push(&user.id_in_service, "") {
+        match self.ids.push(&user.id_in_service, b"") {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 self.failed = Some(e);
@@ -178,7 +178,7 @@ impl Run<'_> {
 
 /// How many distinct ids the spill holds.
 fn count_distinct(ids: &mut Spill) -> std::io::Result<u64> {
-    let mut groups = ids.groups()?;
+    let mut groups = Groups::of(ids)?;
     let mut distinct = 0;
     while groups.next_id()?.is_some() {
         distinct += 1;
