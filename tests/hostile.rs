@@ -670,11 +670,15 @@ fn read_request(reader: &mut impl std::io::BufRead) -> Option<String> {
     Some(first)
 }
 
-/// A server on which every user exists (a create is a 409) and whose user list is `list`. The
-/// first list answer is cut off half-way (a body shorter than its length) and names `user0` with
-/// another UserID: the client must read the list again from its start. Returns the base URL and
-/// the count of list requests.
-fn listing_server(first: Vec<u8>, list: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+/// A server on which every user exists (a create is a 409) and whose user list is `list`, sent in
+/// pieces of `piece` bytes with `pause` after each. The first list answer, `first`, is cut off
+/// half-way (a body shorter than its length): the client must read the list again from its start.
+/// Returns the base URL and the count of list requests.
+fn listing_server(
+    first: Vec<u8>,
+    list: Vec<u8>,
+    (piece, pause): (usize, Duration),
+) -> (String, Arc<AtomicUsize>) {
     use std::io::{BufReader, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -709,10 +713,11 @@ fn listing_server(first: Vec<u8>, list: Vec<u8>) -> (String, Arc<AtomicUsize>) {
                     );
                     let sent = if cut { body.len() / 2 } else { body.len() };
                     let _ = out.write_all(head.as_bytes());
-                    for piece in body[..sent].chunks(64 * 1024) {
+                    for piece in body[..sent].chunks(piece) {
                         if out.write_all(piece).is_err() {
                             break;
                         }
+                        std::thread::sleep(pause);
                     }
                     return;
                 }
@@ -754,7 +759,11 @@ fn hostile_list(user0: &str) -> Vec<u8> {
 #[test]
 fn malformed_list_entries_are_skipped_unheld_and_make_the_list_incomplete() {
     let env = Env::new();
-    let (base, lists) = listing_server(hostile_list("uid-stale"), hostile_list("uid-0"));
+    let (base, lists) = listing_server(
+        hostile_list("uid-stale"),
+        hostile_list("uid-0"),
+        (64 * 1024, Duration::ZERO),
+    );
     let csv = env.file("u.csv", users_csv(0, 10));
     let child = env
         .cmd()
@@ -812,4 +821,39 @@ fn malformed_list_entries_are_skipped_unheld_and_make_the_list_incomplete() {
     );
     assert_eq!(env.rows(), before);
     assert!(!env.dir.path().join("r.csv").exists());
+}
+
+#[test]
+fn a_list_that_streams_for_longer_than_the_timeout_is_read_while_bytes_keep_coming() {
+    let env = Env::new();
+    let users: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"id":"uid-{i}","id_in_service":"user{i}@example.com"}}"#))
+        .collect();
+    let list = format!(r#"{{"users":[{}],"total":5}}"#, users.join(",")).into_bytes();
+    // The whole list takes about 1.6 s to arrive, in pieces 0.2 s apart; --timeout is 0.6 s.
+    let piece = list.len() / 8 + 1;
+    let (base, lists) = listing_server(b"{}".to_vec(), list, (piece, Duration::from_millis(200)));
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .args([
+                "import",
+                "--json",
+                "--no-progress",
+                "--rate",
+                "0",
+                "--timeout",
+                "0.6",
+            ])
+            .arg(env.file("u.csv", users_csv(0, 5)))
+            .output()
+            .expect("import"),
+    );
+    run.expect_code(0);
+    assert_eq!(run.count("resolved"), 5);
+    assert_eq!(
+        lists.load(Ordering::SeqCst),
+        2,
+        "the cut-off first answer, then the list"
+    );
 }

@@ -88,6 +88,9 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
             .timeout(options.timeout)
+            // Also between reads: the user list, which may stream for longer than `timeout`, is
+            // bounded by this instead (see `retry::Answer::STREAMED`).
+            .read_timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(options.concurrency.get())
             .redirect(reqwest::redirect::Policy::none());

@@ -37,6 +37,10 @@ pub struct Attempted<T> {
 
 /// How the answer to one attempt is read, and what it means for the retry loop.
 pub(super) trait Answer<T> {
+    /// Whether the body is streamed for as long as it takes (the user list): `--timeout` then
+    /// bounds each wait for the next bytes, not the whole answer.
+    const STREAMED: bool = false;
+
     /// Reads `response` (its body as far as it needs) into one step of the loop. A body cut off
     /// part-way is a transient failure: the loop sends the request again.
     async fn read(&mut self, response: reqwest::Response, secrets: &Secrets) -> Step<T>;
@@ -166,15 +170,19 @@ impl Client {
     }
 
     /// One request and what its answer means.
-    async fn attempt<T>(
+    async fn attempt<T, A: Answer<T>>(
         &self,
         method: &Method,
         url: &Url,
         body: &Option<bytes::Bytes>,
-        answer: &mut impl Answer<T>,
+        answer: &mut A,
     ) -> Result<Step<T>, Cut> {
         let exchange = async {
-            match self.send(method.clone(), url.clone(), body.clone()).await {
+            let streamed = <A as Answer<T>>::STREAMED;
+            match self
+                .send(method.clone(), url.clone(), body.clone(), streamed)
+                .await
+            {
                 Ok(response) => answer.read(response, &self.secrets).await,
                 Err(reason) => Step::Again {
                     reason,
@@ -285,14 +293,22 @@ impl Client {
         method: Method,
         url: Url,
         body: Option<bytes::Bytes>,
+        streamed: bool,
     ) -> Result<reqwest::Response, String> {
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.body(body);
         }
+        if streamed {
+            request = request.timeout(MAX_STREAMED_TIME);
+        }
         request.send().await.map_err(|e| describe(&e))
     }
 }
+
+/// The longest a streamed answer may take while bytes keep coming (the client's read timeout,
+/// `--timeout`, ends it when they stop): a user list of millions over a slow link takes minutes.
+const MAX_STREAMED_TIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest answer read whole: a create, delete or error answer is a few hundred bytes, and
 /// a hostile or broken server must not make the process hold more. (The user list is streamed,

@@ -80,6 +80,8 @@ struct Streamed<'a, S> {
 }
 
 impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
+    const STREAMED: bool = true;
+
     async fn read(
         &mut self,
         mut response: reqwest::Response,
