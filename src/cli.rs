@@ -212,7 +212,8 @@ pub struct ImportArgs {
     /// Attempts per row before it is left as `retry` for the next run.
     #[arg(long, default_value_t = 6)]
     pub max_attempts: u32,
-    /// Seconds to wait for one answer.
+    /// Seconds to wait for one answer (for the user list, which may stream for longer: for its
+    /// next bytes).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
     /// Stop the run (exit 3) when every request has failed transiently (connection errors,
@@ -270,7 +271,7 @@ pub struct ReconcileArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub ledger: LedgerArgs,
-    /// Seconds to wait for the user list.
+    /// Seconds the user list may go without a byte (it may stream for longer).
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
     /// Print one JSON object on stdout.

@@ -183,11 +183,18 @@ pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
         args.timeout,
         (args.fix, args.force),
     )?;
-    let findings = runtime()?.block_on(reconcile::run(&config))?;
+    // The report streams into a temporary file while the list is compared; it is renamed into
+    // place only once reconcile has finished.
+    let what = |path: &std::path::Path| format!("cannot write {}", path.display());
+    let mut pending = match &args.report {
+        Some(path) => Some(report::Pending::create(path).map_err(Error::io(what(path)))?),
+        None => None,
+    };
+    let out = pending.as_mut().map(report::Pending::writer);
+    let findings = runtime()?.block_on(reconcile::run(&config, out))?;
     let _ = findings.write_text(&mut std::io::stderr().lock());
-    if let Some(path) = &args.report {
-        let what = format!("cannot write {}", path.display());
-        report::write_file(path, |w| findings.write_report(w)).map_err(Error::io(what))?;
+    if let (Some(pending), Some(path)) = (pending, &args.report) {
+        pending.persist().map_err(Error::io(what(path)))?;
     }
     if args.json {
         match writeln!(std::io::stdout().lock(), "{}", findings.to_json()) {

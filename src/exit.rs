@@ -22,8 +22,15 @@ pub fn of(error: &crate::commands::Error) -> u8 {
         | Error::Import(ImportError::Recording(_) | ImportError::Lookup(_))
         | Error::Ledger(LedgerError::Locked { .. })
         | Error::Reconcile(ReconcileError::Ledger(LedgerError::Locked { .. }))
-        | Error::Reconcile(ReconcileError::List(_) | ReconcileError::Interrupted(_)) => ABORTED,
-        Error::Reconcile(ReconcileError::Truncated { .. }) => INCOMPLETE,
+        | Error::Reconcile(
+            ReconcileError::List(_)
+            | ReconcileError::Interrupted(_)
+            | ReconcileError::Spill(_)
+            | ReconcileError::Report(_),
+        ) => ABORTED,
+        Error::Reconcile(ReconcileError::Truncated { .. } | ReconcileError::Malformed(_)) => {
+            INCOMPLETE
+        }
         _ => USAGE,
     }
 }

@@ -19,6 +19,7 @@
 //! - [`ledger`]: the SQLite ledger (the only SQL): open, lock, writes, runs, history, reads; the
 //!   writer and lookup threads.
 //! - [`client`]: the Verigator HTTP client: wire types, answers, retries, the user list.
+//! - [`listing`]: what a user list says, kept in bounded memory (sightings, records spilled to disk).
 //! - [`throttle`]: the rate limiter, backoff, the shared 429 pause and the stop flag.
 //! - [`signals`]: SIGINT/SIGTERM raise the stop flag in every phase of a run.
 //! - [`import`]: one run: setup, the event loop, plan, send, the end of the run.
@@ -37,6 +38,7 @@ pub mod exit;
 pub mod import;
 pub mod input;
 pub mod ledger;
+pub mod listing;
 pub mod phone;
 pub mod reconcile;
 pub mod report;

@@ -645,3 +645,215 @@ fn outputs_that_are_not_regular_files_and_odd_numbers_are_refused_cleanly() {
     run.expect_code(1);
     assert_eq!(run.count("invalid"), 2);
 }
+
+/// One request's method line, after its head and body were read off `reader`.
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<String> {
+    let mut first = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if first.is_empty() {
+            first = line;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(first)
+}
+
+/// A server on which every user exists (a create is a 409) and whose user list is `list`, sent in
+/// pieces of `piece` bytes with `pause` after each. The first list answer, `first`, is cut off
+/// half-way (a body shorter than its length): the client must read the list again from its start.
+/// Returns the base URL and the count of list requests.
+fn listing_server(
+    first: Vec<u8>,
+    list: Vec<u8>,
+    (piece, pause): (usize, Duration),
+) -> (String, Arc<AtomicUsize>) {
+    use std::io::{BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let lists = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&lists);
+    let (first, list) = (Arc::new(first), Arc::new(list));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(256) {
+            let Ok(stream) = stream else { continue };
+            let (counter, first, list) =
+                (Arc::clone(&counter), Arc::clone(&first), Arc::clone(&list));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut out = stream;
+                while let Some(request) = read_request(&mut reader) {
+                    if !request.starts_with("GET") {
+                        let body = br#"{"message":"exists"}"#;
+                        let head = format!(
+                            "HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = out
+                            .write_all(head.as_bytes())
+                            .and_then(|()| out.write_all(body));
+                        continue;
+                    }
+                    let cut = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                    let body = if cut { &first } else { &list };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let sent = if cut { body.len() / 2 } else { body.len() };
+                    let _ = out.write_all(head.as_bytes());
+                    for piece in body[..sent].chunks(piece) {
+                        if out.write_all(piece).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    (url, lists)
+}
+
+/// A user list with good entries, malformed ones (not objects, no string `id`, one of 32 MiB)
+/// and its count after the users, between unknown keys.
+fn hostile_list(user0: &str) -> Vec<u8> {
+    let entry = |i: u32, uid: &str| {
+        format!(
+            r#"{{"id":"{uid}","ctime":"2024-01-02T03:04:05Z","id_in_service":"user{i}@example.com"}}"#
+        )
+    };
+    let huge = "x".repeat(32 << 20);
+    let users = [
+        entry(0, user0),
+        entry(1, "uid-1"),
+        r#"{"extra":{"deep":[1,2,{"id":"no"}]},"id":"uid-2","id_in_service":"user2@example.com"}"#
+            .to_string(),
+        r#"{"id_in_service":"user3@example.com"}"#.to_string(),
+        format!(r#"{{"id":"{huge}","id_in_service":"user4@example.com"}}"#),
+        r#"{"id":{"x":1},"id_in_service":"user5@example.com"}"#.to_string(),
+        entry(6, "uid-6"),
+        "7".to_string(),
+        r#""user8@example.com""#.to_string(),
+        r#"["uid-9","user9@example.com"]"#.to_string(),
+    ];
+    format!(
+        r#"{{"page":{{"next":null}},"users":[{}],"note":"the count comes last","count":7}}"#,
+        users.join(",\n")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn malformed_list_entries_are_skipped_unheld_and_make_the_list_incomplete() {
+    let env = Env::new();
+    let (base, lists) = listing_server(
+        hostile_list("uid-stale"),
+        hostile_list("uid-0"),
+        (64 * 1024, Duration::ZERO),
+    );
+    let csv = env.file("u.csv", users_csv(0, 10));
+    let child = env
+        .cmd()
+        .env("VERIGATOR_BASE_URL", &base)
+        .args(["import", "--json", "--no-progress", "--rate", "0"])
+        .arg(&csv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (run, peak) = finish_measuring_peak(child);
+    run.expect_code(1);
+    assert_eq!(
+        lists.load(Ordering::SeqCst),
+        2,
+        "the cut-off list was read again"
+    );
+    assert_eq!((run.count("present"), run.count("resolved")), (10, 4));
+    assert!(
+        peak < 48 * 1024,
+        "the 32 MiB entry was held: peak RSS {peak} KiB"
+    );
+    let rows = env.rows();
+    for (i, uid) in [(0, "uid-0"), (1, "uid-1"), (2, "uid-2"), (6, "uid-6")] {
+        let row = &rows[&format!("user{i}@example.com")];
+        assert_eq!(row.user_id.as_deref(), Some(uid), "{row:?}");
+    }
+    assert!(
+        run.stderr
+            .contains("the user list has 6 malformed entries (not an object with string id and id_in_service, or over 64 KiB), skipped: it is incomplete"),
+        "{}",
+        run.stderr
+    );
+    run.expect_line(
+        "u.csv:5: unresolved: \"user3@example.com\"",
+        "not in the user list, which is truncated (4 of 7 users) and had 6 malformed entries; the next run looks again",
+    );
+
+    // reconcile refuses such a list: nothing compared, nothing fixed, no report.
+    let before = env.rows();
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .args(["reconcile", "--fix", "--report", "r.csv"])
+            .output()
+            .expect("reconcile"),
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(
+            "the user list has 6 malformed entries (not an object with string id and id_in_service, or over 64 KiB): it is incomplete, so reconcile compared nothing and changed nothing"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before);
+    assert!(!env.dir.path().join("r.csv").exists());
+}
+
+#[test]
+fn a_list_that_streams_for_longer_than_the_timeout_is_read_while_bytes_keep_coming() {
+    let env = Env::new();
+    let users: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"id":"uid-{i}","id_in_service":"user{i}@example.com"}}"#))
+        .collect();
+    let list = format!(r#"{{"users":[{}],"total":5}}"#, users.join(",")).into_bytes();
+    // The whole list takes about 1.6 s to arrive, in pieces 0.2 s apart; --timeout is 0.6 s.
+    let piece = list.len() / 8 + 1;
+    let (base, lists) = listing_server(b"{}".to_vec(), list, (piece, Duration::from_millis(200)));
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .args([
+                "import",
+                "--json",
+                "--no-progress",
+                "--rate",
+                "0",
+                "--timeout",
+                "0.6",
+            ])
+            .arg(env.file("u.csv", users_csv(0, 5)))
+            .output()
+            .expect("import"),
+    );
+    run.expect_code(0);
+    assert_eq!(run.count("resolved"), 5);
+    assert_eq!(
+        lists.load(Ordering::SeqCst),
+        2,
+        "the cut-off first answer, then the list"
+    );
+}

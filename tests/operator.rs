@@ -628,3 +628,76 @@ fn a_fifo_is_read_once_even_with_progress_on() {
     run.expect_code(0);
     assert_eq!(run.count("synced"), 3000, "no row lost to a second reader");
 }
+
+#[test]
+fn reconcile_walks_a_large_list_beside_the_ledger_and_reports_in_id_order() {
+    // 10,000 users at Verigator; the ledger knows 2,500 of them (more than one chunk of rows).
+    let seed = (0..10_000)
+        .map(|i| verigator_sync::simulator::SeedUser {
+            service_id: None,
+            id_in_service: format!("user{i}@example.com"),
+            phone_number: format!("+3725{i:07}"),
+            user_id: None,
+        })
+        .collect();
+    let env = Env::with(SimConfig {
+        seed,
+        ..SimConfig::default()
+    });
+    env.import(
+        &env.file("u.csv", users_csv(0, 2_500)),
+        &["--concurrency", "32"],
+    )
+    .expect_code(0);
+    let remote = env.remote();
+    assert!(env.sim.remove_user(SERVICE, &remote["user7@example.com"]));
+    rusqlite::Connection::open(env.ledger())
+        .and_then(|c| {
+            c.execute_batch(
+                "UPDATE users SET user_id = 'stale' WHERE id_in_service = 'user1000@example.com';
+                 UPDATE users SET status = 'retry', user_id = NULL WHERE id_in_service = 'user2000@example.com';
+                 INSERT INTO users (service_id, id_in_service, phone_number, status, updated_at)
+                   SELECT service_id, 'zz-never@example.com', phone_number, 'failed', updated_at
+                   FROM users LIMIT 1;",
+            )
+        })
+        .expect("disagreements");
+    let report = env.dir.path().join("rec.csv");
+    let run = Run::of(
+        env.cmd()
+            .args(["reconcile", "--json", "--fix", "--report"])
+            .arg(&report)
+            .output()
+            .expect("reconcile"),
+    );
+    run.expect_code(1);
+    let v = run.json();
+    let counts = [
+        "agree",
+        "at_verigator_only",
+        "missing_at_verigator",
+        "user_id_differs",
+        "user_id_unknown",
+        "not_registered",
+        "fixed",
+        "verigator_users",
+        "ledger_rows",
+    ]
+    .map(|k| v[k].as_u64().unwrap_or(u64::MAX));
+    assert_eq!(counts, [2_497, 7_500, 1, 1, 1, 1, 3, 9_999, 2_501], "{v}");
+    let text = std::fs::read_to_string(&report).expect("report");
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 7_503);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
+    let rows = env.rows();
+    assert_eq!(rows["user7@example.com"].status, "retry");
+    assert_eq!(
+        rows["user1000@example.com"].user_id.as_ref(),
+        Some(&remote["user1000@example.com"])
+    );
+    assert_eq!(rows["user2000@example.com"].status, "present");
+}

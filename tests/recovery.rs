@@ -187,6 +187,37 @@ fn an_id_listed_twice_is_not_guessed_and_counts_never_wrap() {
     );
 }
 
+#[test]
+fn resolution_through_a_list_much_larger_than_the_wanted_rows_finds_every_user_id() {
+    // 20,000 users at Verigator, streamed in several chunks; 40 of them (spread through the
+    // list) and 5 new ones in the file.
+    let env = Env::with(SimConfig {
+        seed: seeds(0, 20_000),
+        ..SimConfig::default()
+    });
+    let mut csv = String::from("id_in_service,phone_number\n");
+    for i in (0..20_000).step_by(500).chain(30_000..30_005) {
+        csv.push_str(&format!("user{i}@example.com,+3725{i:07}\n"));
+    }
+    let run = env.import(&env.file("u.csv", csv), &[]);
+    run.expect_code(0);
+    assert_eq!(
+        (
+            run.count("present"),
+            run.count("resolved"),
+            run.count("synced")
+        ),
+        (40, 40, 5)
+    );
+    assert_eq!(env.sim.stats().list_requests, 1);
+    let remote = env.remote();
+    let rows = env.rows();
+    assert_eq!(rows.len(), 45);
+    for (id, row) in &rows {
+        assert_eq!(row.user_id.as_ref(), remote.get(id), "{id}");
+    }
+}
+
 /// `reconcile` with `args`.
 fn reconcile(env: &Env, args: &[&str]) -> Run {
     Run::of(

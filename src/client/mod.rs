@@ -6,7 +6,7 @@
 //! - `retry.rs`: the retry loop, paced by the shared [`Throttle`].
 //! - `answers.rs`: what an answer means (classification, reasons, Retry-After).
 //! - `wire.rs`: the request and answer bodies.
-//! - `list.rs`: the service's user list.
+//! - `list/`: the service's user list, streamed.
 
 mod answers;
 mod list;
@@ -27,12 +27,13 @@ use crate::config::ClientOptions;
 use crate::throttle::{Stop, Throttle};
 use crate::user::User;
 use answers::{classify_create, classify_delete};
+use retry::Buffered;
 use wire::CreateBody;
 
 pub use answers::{Created, Deleted, Fatal, Step, parse_retry_after, reason};
-pub use list::ListError;
-pub use retry::{Attempted, Exchange, Retried};
-pub use wire::{ListedUser, MAX_USER_ID_BYTES, UserList, is_valid_user_id, plausible_ctime};
+pub use list::{ListError, ListSink, Listed, MAX_ENTRY_BYTES};
+pub use retry::{Attempted, Retried};
+pub use wire::{ListedUser, MAX_USER_ID_BYTES, is_valid_user_id, plausible_ctime};
 
 /// The header that carries `<username>:<password>` on every request.
 pub const AUTH_HEADER: &str = "x-service-auth";
@@ -87,6 +88,9 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
             .timeout(options.timeout)
+            // Also between reads: the user list, which may stream for longer than `timeout`, is
+            // bounded by this instead (see `retry::Answer::STREAMED`).
+            .read_timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(options.concurrency.get())
             .redirect(reqwest::redirect::Policy::none());
@@ -179,19 +183,18 @@ impl Client {
             }
         };
         let url = self.users_url(service_id, None);
-        self.with_retries(Method::POST, url, Some(body), |status, wait, body| {
-            classify_create(status, wait, body, service_id)
-        })
-        .await
+        let answer =
+            Buffered(|status, wait, body: &[u8]| classify_create(status, wait, body, service_id));
+        self.with_retries(Method::POST, url, Some(body), answer)
+            .await
     }
 
     /// Deletes a user (to replace it with a new phone), retrying transient failures.
     pub async fn delete_user(&self, service_id: &str, user_id: &str) -> Attempted<Deleted> {
         let url = self.users_url(service_id, Some(user_id));
-        self.with_retries(Method::DELETE, url, None, |status, wait, body| {
-            classify_delete(status, wait, body, service_id)
-        })
-        .await
+        let answer =
+            Buffered(|status, wait, body: &[u8]| classify_delete(status, wait, body, service_id));
+        self.with_retries(Method::DELETE, url, None, answer).await
     }
 }
 

@@ -4,8 +4,8 @@
 //! echo would slip past a search of the raw body), and a UserID that holds a secret is not kept.
 
 use super::answers::{Created, Deleted, Step};
-use super::list::ListError;
-use super::wire::UserList;
+use super::list::{ListError, Listed};
+use super::wire::ListedUser;
 
 /// The shortest password also searched for on its own: a shorter one would match too much
 /// ordinary text; `username:password`, the header's value, is always searched for.
@@ -122,23 +122,27 @@ impl Redact for Deleted {
     }
 }
 
-impl Redact for Result<UserList, ListError> {
+impl Redact for Result<Listed, ListError> {
     fn redact(self, secrets: &Secrets) -> Self {
         match self {
-            Ok(mut list) => {
-                for user in &mut list.users {
-                    // An empty UserID is malformed: never stored, never compared.
-                    if secrets.holds(&user.id) {
-                        user.id.clear();
-                    }
-                    if secrets.holds(&user.id_in_service) {
-                        user.id_in_service = secrets.text(std::mem::take(&mut user.id_in_service));
-                    }
-                }
-                Ok(list)
-            }
             Err(ListError::Other(reason)) => Err(ListError::Other(secrets.text(reason))),
-            Err(fatal) => Err(fatal),
+            other => other,
+        }
+    }
+}
+
+impl Secrets {
+    /// A listed user with the secrets taken out, as it streams past: a UserID that holds one is
+    /// emptied (an empty UserID is malformed: never stored, never compared).
+    pub(super) fn clean_user(&self, user: &mut ListedUser) {
+        if self.needles.is_empty() {
+            return;
+        }
+        if self.holds(&user.id) {
+            user.id.clear();
+        }
+        if self.holds(&user.id_in_service) {
+            user.id_in_service = self.text(std::mem::take(&mut user.id_in_service));
         }
     }
 }

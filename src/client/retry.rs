@@ -11,7 +11,7 @@ use url::Url;
 
 use super::answers::{Step, parse_retry_after};
 use super::outage::Verdict;
-use super::redact::Redact;
+use super::redact::{Redact, Secrets};
 use super::{Client, describe};
 use crate::throttle::backoff;
 
@@ -35,20 +35,62 @@ pub struct Attempted<T> {
     pub attempts: u32,
 }
 
-/// What one exchange produced, before classification.
-#[derive(Debug)]
-pub enum Exchange {
-    /// An HTTP answer.
-    Answer {
-        /// Its status.
-        status: StatusCode,
-        /// `Retry-After`, parsed.
-        retry_after: Option<Duration>,
-        /// Its body.
-        body: bytes::Bytes,
-    },
-    /// No answer: timeout, refused, reset, closed early.
-    Transport(String),
+/// How the answer to one attempt is read, and what it means for the retry loop.
+pub(super) trait Answer<T> {
+    /// Whether the body is streamed for as long as it takes (the user list): `--timeout` then
+    /// bounds each wait for the next bytes, not the whole answer.
+    const STREAMED: bool = false;
+
+    /// Reads `response` (its body as far as it needs) into one step of the loop. A body cut off
+    /// part-way is a transient failure: the loop sends the request again.
+    async fn read(&mut self, response: reqwest::Response, secrets: &Secrets) -> Step<T>;
+}
+
+/// An answer read whole (at most [`MAX_ANSWER_BYTES`]) and judged by a classifier: every answer
+/// but the user list's.
+pub(super) struct Buffered<F>(pub(super) F);
+
+impl<T, F> Answer<T> for Buffered<F>
+where
+    F: Fn(StatusCode, Option<Duration>, &[u8]) -> Step<T>,
+{
+    async fn read(&mut self, mut response: reqwest::Response, secrets: &Secrets) -> Step<T> {
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        let body = match read_body(&mut response, MAX_ANSWER_BYTES).await {
+            Ok(Some(body)) => body,
+            // Read no further: the connection is dropped with the response.
+            Ok(None) => bytes::Bytes::from(format!(
+                r#"{{"message":"the answer was longer than {} KiB; it was not read"}}"#,
+                MAX_ANSWER_BYTES / 1024
+            )),
+            Err(e) => return cut_off(status, &e),
+        };
+        if status.is_success() {
+            (self.0)(status, retry_after, &body)
+        } else {
+            // Reasons come from error answers: the secrets go before they are read.
+            (self.0)(status, retry_after, &secrets.body(body))
+        }
+    }
+}
+
+/// An answer's `Retry-After`, parsed.
+pub(super) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// A body that broke off part-way: as transient as no answer at all.
+pub(super) fn cut_off<T>(status: StatusCode, e: &reqwest::Error) -> Step<T> {
+    Step::Again {
+        reason: format!("{status} but the body was cut off: {}", describe(e)),
+        floor: None,
+        pause_all: false,
+    }
 }
 
 /// Why a request's retries ended before an answer.
@@ -60,14 +102,14 @@ enum Cut {
 }
 
 impl Client {
-    /// Sends one request until `classify` calls an answer final, the attempts run out, or the run
+    /// Sends one request until `answer` calls it final, the attempts run out, or the run
     /// stops.
     pub(super) async fn with_retries<T: Redact>(
         &self,
         method: Method,
         url: Result<Url, String>,
         body: Option<bytes::Bytes>,
-        classify: impl Fn(StatusCode, Option<Duration>, &[u8]) -> Step<T>,
+        mut answer: impl Answer<T>,
     ) -> Attempted<T> {
         let url = match url {
             Ok(url) => url,
@@ -86,7 +128,7 @@ impl Client {
                 Err(cut) => return self.cut(cut, last_reason, attempts),
             };
             attempts += 1;
-            let step = match self.attempt(&method, &url, &body, &classify).await {
+            let step = match self.attempt(&method, &url, &body, &mut answer).await {
                 Ok(step) => step.redact(&self.secrets),
                 Err(cut) => return self.cut(cut, last_reason, attempts),
             };
@@ -128,43 +170,38 @@ impl Client {
     }
 
     /// One request and what its answer means.
-    async fn attempt<T>(
+    async fn attempt<T, A: Answer<T>>(
         &self,
         method: &Method,
         url: &Url,
         body: &Option<bytes::Bytes>,
-        classify: &impl Fn(StatusCode, Option<Duration>, &[u8]) -> Step<T>,
+        answer: &mut A,
     ) -> Result<Step<T>, Cut> {
-        let exchange = self.exchange(method.clone(), url.clone(), body.clone());
+        let exchange = async {
+            let streamed = <A as Answer<T>>::STREAMED;
+            match self
+                .send(method.clone(), url.clone(), body.clone(), streamed)
+                .await
+            {
+                Ok(response) => answer.read(response, &self.secrets).await,
+                Err(reason) => Step::Again {
+                    reason,
+                    floor: None,
+                    pause_all: false,
+                },
+            }
+        };
         // A read changes nothing at Verigator, so a stop abandons it (a large user list can take
         // minutes); a create or delete in flight is waited for, so its answer is recorded.
-        let exchange = if *method == Method::GET {
+        if *method == Method::GET {
             tokio::select! {
                 biased;
-                () = self.stop.wait() => return Err(Cut::Stopped),
-                exchange = exchange => exchange,
+                () = self.stop.wait() => Err(Cut::Stopped),
+                step = exchange => Ok(step),
             }
         } else {
-            exchange.await
-        };
-        Ok(match exchange {
-            Exchange::Transport(reason) => Step::Again {
-                reason,
-                floor: None,
-                pause_all: false,
-            },
-            // Reasons come from error answers: the secrets go before they are read.
-            Exchange::Answer {
-                status,
-                retry_after,
-                body,
-            } if !status.is_success() => classify(status, retry_after, &self.secrets.body(body)),
-            Exchange::Answer {
-                status,
-                retry_after,
-                body,
-            } => classify(status, retry_after, &body),
-        })
+            Ok(exchange.await)
+        }
     }
 
     /// Waits before the next attempt: a failed probe holds its slot for `probe_pause` first, so
@@ -250,54 +287,33 @@ impl Client {
         Ok((reason, wait))
     }
 
-    async fn exchange(&self, method: Method, url: Url, body: Option<bytes::Bytes>) -> Exchange {
-        // Only the user list may be long; any other answer fits in a few hundred bytes.
-        let limit = if method == Method::GET {
-            MAX_LIST_BYTES
-        } else {
-            MAX_ANSWER_BYTES
-        };
+    /// Sends one request; its answer's head, or why none came (timeout, refused, reset).
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<bytes::Bytes>,
+        streamed: bool,
+    ) -> Result<reqwest::Response, String> {
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.body(body);
         }
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Exchange::Transport(describe(&e)),
-        };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = match read_body(&mut response, limit).await {
-            Ok(Some(body)) => body,
-            // Read no further: the connection is dropped with the response.
-            Ok(None) => bytes::Bytes::from(format!(
-                r#"{{"message":"the answer was longer than {} KiB; it was not read"}}"#,
-                limit / 1024
-            )),
-            Err(e) => {
-                return Exchange::Transport(format!(
-                    "{status} but the body was cut off: {}",
-                    describe(&e)
-                ));
-            }
-        };
-        Exchange::Answer {
-            status,
-            retry_after,
-            body,
+        if streamed {
+            request = request.timeout(MAX_STREAMED_TIME);
         }
+        request.send().await.map_err(|e| describe(&e))
     }
 }
 
-/// The longest answer read, but for the user list: a create, delete or error answer is a few
-/// hundred bytes, and a hostile or broken server must not make the process hold more.
+/// The longest a streamed answer may take while bytes keep coming (the client's read timeout,
+/// `--timeout`, ends it when they stop): a user list of millions over a slow link takes minutes.
+const MAX_STREAMED_TIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest answer read whole: a create, delete or error answer is a few hundred bytes, and
+/// a hostile or broken server must not make the process hold more. (The user list is streamed,
+/// each of its entries bounded: see `list`.)
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// The longest user list read (about ten million users); streaming it is the lasting answer.
-pub const MAX_LIST_BYTES: usize = 1024 * 1024 * 1024;
 
 /// A body of at most `limit` bytes, or `None` when it is longer (announced or as it arrives).
 async fn read_body(

@@ -1,5 +1,6 @@
 //! The bodies on the wire: what a create sends, and what creates, lists and errors answer. Parsing
-//! is lenient where the API's answers vary (`total` or `count`, a ctime of any JSON type).
+//! is lenient where the API's answers vary (a ctime of any JSON type); the list's own shape
+//! (`total` or `count`, in any order) is read by `list/split.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,36 +14,6 @@ pub struct ListedUser {
     /// The creation time, opaque.
     #[serde(default)]
     pub ctime: Option<serde_json::Value>,
-}
-
-/// The answer to listing a service's users.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(from = "ListAnswer")]
-pub struct UserList {
-    /// The users.
-    pub users: Vec<ListedUser>,
-    /// The count the server claims (`total`, or `count` in some clients; the larger when both
-    /// come); more than the users listed means the list was truncated.
-    pub total: Option<u64>,
-}
-
-/// The list as it comes: either count key, or both.
-#[derive(Deserialize)]
-struct ListAnswer {
-    users: Vec<ListedUser>,
-    #[serde(default)]
-    total: Option<u64>,
-    #[serde(default)]
-    count: Option<u64>,
-}
-
-impl From<ListAnswer> for UserList {
-    fn from(answer: ListAnswer) -> UserList {
-        UserList {
-            users: answer.users,
-            total: answer.total.max(answer.count),
-        }
-    }
 }
 
 /// The body of a create.

@@ -1,20 +1,18 @@
-//! The end of a run: the UserIDs of `present` rows filled in from one user list, the summary, the
-//! run's record in the ledger and the report moved into place; or, for a run that failed part-way,
-//! as much of that as can still be saved.
+//! The end of a run: the UserIDs of `present` rows filled in from one user list (`resolve.rs`),
+//! the summary, the run's record in the ledger and the report moved into place; or, for a run that
+//! failed part-way, as much of that as can still be saved.
 
-use std::collections::HashMap;
+mod resolve;
+
 use std::time::Instant;
 
 use super::{ImportError, Run, report_error};
-use crate::client::{
-    Client, ListError, ListedUser, Retried, UserList, is_valid_user_id, plausible_ctime,
-};
+use crate::client::Client;
 use crate::input::InputError;
 use crate::ledger::{Ledger, LedgerError, Unresolved};
 use crate::report::{Outcome, Summary};
 use crate::signals::Signals;
 use crate::throttle::Stop;
-use crate::user::escape;
 
 impl Run<'_> {
     /// Ends a run that failed part-way: the report still gets every row noted so far, and the run
@@ -182,72 +180,9 @@ impl Run<'_> {
             let why = "its UserID was not looked up: the run stopped first";
             wanted.into_iter().map(|u| (u, why.to_string())).collect()
         } else {
-            match self.user_list(client).await {
-                Ok(list) => self.resolve(ledger, wanted, &list, signals)?,
-                Err(why) => wanted.into_iter().map(|u| (u, why.clone())).collect(),
-            }
+            self.resolve(ledger, wanted, client, signals).await?
         };
         Ok(self.note_unresolved(left))
-    }
-
-    /// Records the UserIDs the list names once for the wanted rows; returns the rows left, each
-    /// with why. An id listed twice with different UserIDs is not guessed at.
-    fn resolve(
-        &mut self,
-        ledger: &mut Ledger,
-        wanted: Vec<Unresolved>,
-        list: &UserList,
-        signals: &Signals,
-    ) -> Result<Vec<(Unresolved, String)>, LedgerError> {
-        let index: HashMap<&str, usize> = wanted
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id_in_service.as_str(), i))
-            .collect();
-        let mut hits: Vec<Vec<&ListedUser>> = vec![Vec::new(); wanted.len()];
-        for user in &list.users {
-            if let Some(&i) = index.get(user.id_in_service.as_str()) {
-                hits[i].push(user);
-            }
-        }
-        // Counted by distinct ids: an id listed twice must not hide a missing one.
-        let distinct = list
-            .users
-            .iter()
-            .map(|u| u.id_in_service.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        let truncated = list.total.filter(|t| *t > distinct as u64);
-        let mut left = Vec::new();
-        for (row, hits) in wanted.iter().zip(hits) {
-            // Nothing awaits in this loop: the signal handler's own flag says whether to stop.
-            if signals.raised() {
-                let why = "its UserID was not looked up: the run stopped first";
-                left.push((row.clone(), why.to_string()));
-                continue;
-            }
-            let (good, malformed): (Vec<&ListedUser>, Vec<&ListedUser>) =
-                hits.iter().partition(|u| is_valid_user_id(&u.id));
-            let mut ids: Vec<&str> = good.iter().map(|u| u.id.as_str()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            match (ids.as_slice(), good.first(), malformed.first()) {
-                ([_], Some(user), None) => {
-                    let ctime = user.ctime.as_ref().and_then(plausible_ctime);
-                    let service = &self.config.service_id;
-                    ledger.resolve(service, &row.id_in_service, &user.id, ctime.as_deref())?;
-                    self.counts.resolved += 1;
-                }
-                ([], _, Some(bad)) => left.push((row.clone(), malformed_id(&bad.id))),
-                ([], _, None) => left.push((row.clone(), not_listed(distinct, truncated))),
-                (_, _, _) => {
-                    let all: Vec<&str> = hits.iter().map(|u| u.id.as_str()).collect();
-                    left.push((row.clone(), listed_twice(hits.len(), &all)));
-                }
-            }
-        }
-        ledger.commit()?;
-        Ok(left)
     }
 
     /// Notes the rows of this input left without a UserID (they make the run incomplete) and
@@ -278,73 +213,4 @@ impl Run<'_> {
         }
         elsewhere
     }
-
-    /// The service's user list, or why it cannot be had (a fatal answer also aborts the run);
-    /// the next run tries again.
-    async fn user_list(&mut self, client: &Client) -> Result<UserList, String> {
-        let list = match client.list_users(&self.config.service_id).await.result {
-            Retried::Done(Ok(list)) => list,
-            Retried::Done(Err(ListError::Fatal(fatal))) => {
-                self.abort(fatal.to_string());
-                return Err(format!("the user list could not be had: {fatal}"));
-            }
-            Retried::Done(Err(e)) => {
-                self.progress
-                    .println(&format!("warning: {e}; the next run tries again"));
-                return Err(format!("the user list could not be had: {e}"));
-            }
-            Retried::GaveUp(reason) | Retried::Stopped(Some(reason)) => {
-                self.progress.println(&format!(
-                    "warning: listing users failed: {reason}; the next run tries again"
-                ));
-                return Err(format!("the user list could not be had: {reason}"));
-            }
-            Retried::Stopped(None) => {
-                return Err("its UserID was not looked up: the run stopped first".into());
-            }
-        };
-        if let Some(total) = list.total.filter(|t| *t > list.users.len() as u64) {
-            self.progress.println(&format!(
-                "warning: the user list holds {} users but claims {total}: it is truncated",
-                list.users.len()
-            ));
-        }
-        Ok(list)
-    }
-}
-
-/// Why a wanted row is not in the list.
-fn not_listed(distinct: usize, truncated: Option<u64>) -> String {
-    match truncated {
-        Some(total) => format!(
-            "not in the user list, which is truncated ({distinct} of {total} users); the next run looks again"
-        ),
-        None => "not in the service's user list (another key or case?); the next run looks again"
-            .to_string(),
-    }
-}
-
-/// Why a row whose listed UserID cannot be stored is not resolved.
-fn malformed_id(id: &str) -> String {
-    let shown: String = id.chars().take(64).collect();
-    format!(
-        "the user list gives it a malformed UserID ({:?}): not stored; check the service",
-        escape(&shown)
-    )
-}
-
-/// Why a row listed more than once is not resolved.
-fn listed_twice(times: usize, ids: &[&str]) -> String {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let shown: Vec<String> = ids
-        .iter()
-        .take(3)
-        .map(|id| escape(&id.chars().take(64).collect::<String>()))
-        .collect();
-    format!(
-        "the user list names it {times} times, with UserIDs {}: not guessed; check the service",
-        shown.join(" and ")
-    )
 }

@@ -1,5 +1,7 @@
-//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's view of
-//! a service, the counts of `status` and the rows of `export`.
+//! Reads: the lookups that feed the plan, the `present` rows still unresolved, reconcile's read
+//! of a service, the counts of `status` and the rows of `export`.
+
+use std::ops::ControlFlow;
 
 use rusqlite::params;
 use serde::Serialize;
@@ -57,26 +59,32 @@ impl Ledger {
         .map_err(|e| sqlite(&self.path, e))
     }
 
-    /// Every row of a service as `(id_in_service, status, user_id)`, for `reconcile`.
-    pub fn known_users(
+    /// Hands every row of a service to `each` as `(id_in_service, status, user_id)`, in the
+    /// table's own order, until `each` breaks: how `reconcile` reads its side. One statement, so
+    /// one consistent snapshot.
+    pub fn for_each_known(
         &self,
         service_id: &str,
-    ) -> Result<Vec<(String, Status, Option<String>)>, LedgerError> {
+        mut each: impl FnMut(&str, Status, Option<&str>) -> ControlFlow<()>,
+    ) -> Result<(), LedgerError> {
+        // The table read straight through: walking the key's index instead would fetch each row
+        // from wherever it was inserted, a page read per row when ids came in random order.
         let mut stmt = self
             .conn
-            .prepare("SELECT id_in_service, status, user_id FROM users WHERE service_id = ?1 ORDER BY rowid")
+            .prepare_cached(
+                "SELECT id_in_service, status, user_id FROM users NOT INDEXED WHERE service_id = ?1",
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![service_id], |r| {
-                let status: String = r.get(1)?;
-                Ok((
-                    r.get(0)?,
-                    Status::parse(&status).unwrap_or(Status::Retry),
-                    r.get(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut rows = stmt.query(params![service_id]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| sqlite(&self.path, e))? {
+            let text = |i| text_at(r, i).map_err(|e| sqlite(&self.path, e));
+            let (id, status, user_id) = (text(0)?, text(1)?, text(2)?);
+            let status = status.and_then(Status::parse).unwrap_or(Status::Retry);
+            if each(id.unwrap_or_default(), status, user_id).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Counts per service and status, with how many `present` rows lack a UserID.
@@ -164,6 +172,13 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Column `i` of a row as text, borrowed (or `None` for NULL).
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    r.get_ref(i)?.as_str_or_null().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// A failed export: the ledger or the output.

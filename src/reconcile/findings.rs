@@ -1,7 +1,7 @@
 //! What reconcile found: the kinds of disagreement, each one, and the counts; as a short text on
-//! stderr, one JSON object, or a CSV for people (cells guarded against spreadsheet formulas).
+//! stderr, one JSON object, or a CSV for people written as the disagreements are found (cells
+//! guarded against spreadsheet formulas).
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -70,15 +70,12 @@ pub struct Findings {
     /// Why `--fix` did nothing, when it held back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_back: Option<String>,
-    /// The disagreements themselves.
-    #[serde(skip)]
-    pub disagreements: Vec<Disagreement>,
 }
 
 impl Findings {
     /// 0 when nothing disagrees after any fixes, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        let unfixed = (self.disagreements.len() as u64).saturating_sub(self.fixed);
+        let unfixed = self.disagreements().saturating_sub(self.fixed);
         if unfixed == 0 && self.doubtful == 0 {
             exit::OK
         } else {
@@ -143,9 +140,16 @@ impl Findings {
         v["exit_code"] = self.exit_code().into();
         v
     }
+}
 
-    /// Writes one CSV line per disagreement.
-    pub fn write_report(&self, w: impl Write) -> std::io::Result<()> {
+/// The CSV of `reconcile --report`: one line per disagreement, written as each is found.
+pub struct Report<W: Write> {
+    out: csv::Writer<W>,
+}
+
+impl<W: Write> Report<W> {
+    /// Starts the CSV with its header.
+    pub fn new(w: W) -> std::io::Result<Report<W>> {
         let mut out = csv::Writer::from_writer(w);
         out.write_record([
             "kind",
@@ -154,20 +158,28 @@ impl Findings {
             "ledger_user_id",
             "verigator_user_id",
         ])?;
-        for d in &self.disagreements {
-            let kind = serde_json::to_value(d.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            out.write_record([
-                kind.as_str(),
-                &spreadsheet_safe(&d.id_in_service),
-                d.ledger_status.map_or("", Status::as_str),
-                &spreadsheet_safe(d.ledger_user_id.as_deref().unwrap_or("")),
-                &spreadsheet_safe(d.verigator_user_id.as_deref().unwrap_or("")),
-            ])?;
-        }
-        out.flush()
+        Ok(Report { out })
+    }
+
+    /// Writes one disagreement.
+    pub fn write(&mut self, d: &Disagreement) -> std::io::Result<()> {
+        let kind = serde_json::to_value(d.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.out.write_record([
+            kind.as_str(),
+            &spreadsheet_safe(&d.id_in_service),
+            d.ledger_status.map_or("", Status::as_str),
+            &spreadsheet_safe(d.ledger_user_id.as_deref().unwrap_or("")),
+            &spreadsheet_safe(d.verigator_user_id.as_deref().unwrap_or("")),
+        ])?;
+        Ok(())
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -177,8 +189,8 @@ impl Findings {
     pub(super) fn classify(
         &mut self,
         status: Status,
-        ledger_uid: Option<&String>,
-        remote_uid: Option<&String>,
+        ledger_uid: Option<&str>,
+        remote_uid: Option<&str>,
     ) -> Option<Kind> {
         match (status, ledger_uid, remote_uid) {
             (_, Some(l), Some(r)) if l == r => {
@@ -197,30 +209,22 @@ impl Findings {
         }
     }
 
-    /// The users Verigator has that the ledger does not know, in order, and the counts per kind.
-    pub(super) fn only_at_verigator(&mut self, remote: HashMap<String, String>) {
-        let mut only_there: Vec<(String, String)> = remote.into_iter().collect();
-        only_there.sort();
-        for (id, uid) in only_there {
-            self.disagreements.push(Disagreement {
-                kind: Kind::AtVerigatorOnly,
-                id_in_service: id,
-                ledger_status: None,
-                ledger_user_id: None,
-                verigator_user_id: Some(uid),
-            });
-        }
-        self.count_kinds();
+    /// Counts one disagreement.
+    pub(super) fn count(&mut self, kind: Kind) {
+        let count = match kind {
+            Kind::AtVerigatorOnly => &mut self.at_verigator_only,
+            Kind::MissingAtVerigator => &mut self.missing_at_verigator,
+            Kind::UserIdDiffers => &mut self.user_id_differs,
+            Kind::UserIdUnknown => &mut self.user_id_unknown,
+        };
+        *count += 1;
     }
 
-    fn count_kinds(&mut self) {
-        for d in &self.disagreements {
-            match d.kind {
-                Kind::AtVerigatorOnly => self.at_verigator_only += 1,
-                Kind::MissingAtVerigator => self.missing_at_verigator += 1,
-                Kind::UserIdDiffers => self.user_id_differs += 1,
-                Kind::UserIdUnknown => self.user_id_unknown += 1,
-            }
-        }
+    /// Disagreements of every kind.
+    pub fn disagreements(&self) -> u64 {
+        self.at_verigator_only
+            + self.missing_at_verigator
+            + self.user_id_differs
+            + self.user_id_unknown
     }
 }

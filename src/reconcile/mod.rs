@@ -1,23 +1,30 @@
 //! `reconcile`: lists the service's users at Verigator once and compares them with the ledger,
 //! user by user. Reports users Verigator has that the ledger does not know, ledger rows whose user
 //! is gone at Verigator, and UserIDs that differ or are unknown. Changes the ledger only with
-//! `--fix`. Knows nothing of CSV.
+//! `--fix`. Knows nothing of CSV. Holds neither side: the list streams into a spill sorted by id
+//! (`crate::listing`), the ledger's rows into another, and the two are walked side by side.
 //!
+//! - `compare.rs`: the walk, and what each step finds and fixes.
 //! - `findings.rs`: what was found, and how it is shown.
 
+mod compare;
 mod findings;
 
-use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::ops::ControlFlow;
 
 use thiserror::Error;
 
-use crate::client::{Client, ClientError, ListError, Retried, UserList, is_valid_user_id};
+use crate::client::MAX_ENTRY_BYTES;
+use crate::client::{Client, ClientError, ListError, ListSink, Listed, ListedUser, Retried};
 use crate::config::ReconcileConfig;
-use crate::ledger::{Ledger, LedgerError, Status};
+use crate::ledger::{Ledger, LedgerError};
+use crate::listing::{Groups, Spill, Verdict};
 use crate::signals::Signals;
 use crate::throttle::Stop;
+use compare::{Walk, spill_ledger};
 
-pub use findings::{Disagreement, Findings, Kind};
+pub use findings::{Disagreement, Findings, Kind, Report};
 
 /// Why reconcile could not compare.
 #[derive(Debug, Error)]
@@ -41,13 +48,30 @@ pub enum ReconcileError {
         /// The count it claims.
         total: u64,
     },
+    /// The list skipped malformed entries: comparing it would call their users missing.
+    #[error(
+        "the user list has {0} malformed entries (not an object with string id and id_in_service, or over {max} KiB): it is incomplete, so reconcile compared nothing and changed nothing",
+        max = MAX_ENTRY_BYTES / 1024
+    )]
+    Malformed(u64),
     /// Interrupted by a signal; fixes made so far are committed.
     #[error("interrupted by a signal: {0}")]
     Interrupted(String),
+    /// The list's temporary file could not be written or read.
+    #[error("the user list could not be kept in a temporary file: {0}")]
+    Spill(#[source] std::io::Error),
+    /// The report could not be written: nothing was changed.
+    #[error("the report could not be written, so nothing was changed: {0}")]
+    Report(#[source] std::io::Error),
 }
 
-/// Lists the users, compares, and with `fix` corrects the ledger.
-pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
+/// Lists the users, compares, and with `fix` corrects the ledger; writes each disagreement to
+/// `report` (when given) as it is found. Nothing is changed until the whole list has been read
+/// and found complete; what was fixed is committed at the end (or at a signal).
+pub async fn run(
+    config: &ReconcileConfig,
+    report: Option<&mut dyn Write>,
+) -> Result<Findings, ReconcileError> {
     // Fixing writes, so it takes the run lock like an import; a plain comparison only reads.
     let mut ledger = if config.fix {
         Ledger::open_for_import(&config.ledger)?
@@ -57,38 +81,35 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     let stop = Stop::default();
     let signals = Signals::watch(stop.clone())
         .map_err(|e| ReconcileError::Interrupted(format!("cannot install signal handlers: {e}")))?;
-    let list = user_list(config, stop.clone()).await?;
-    if signals.count() > 0 {
-        return Err(ReconcileError::Interrupted("nothing was changed".into()));
-    }
-    let Remote {
-        mut users,
-        doubtful,
-    } = Remote::from_list(list)?;
-    let rows = ledger.known_users(&config.service_id)?;
-    let with_user_id = rows.iter().filter(|(_, _, uid)| uid.is_some()).count() as u64;
+    let mut remote = Remote::default();
+    let listed = user_list(config, stop.clone(), &mut remote).await?;
+    let census = census(&mut remote.spill, &listed, &signals)?;
+    let mut rows = Spill::default();
+    let (ledger_rows, with_user_id) = spill_ledger(&ledger, &config.service_id, &mut rows)?;
     // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
     // whose users were all deleted: fixing on it would clear every UserID.
-    let fix = config.fix && (config.force || !(users.is_empty() && with_user_id > 0));
+    let fix = config.fix && (config.force || !(census.usable == 0 && with_user_id > 0));
     let mut findings = Findings {
         service_id: config.service_id.clone(),
-        verigator_users: users.len() as u64,
-        ledger_rows: rows.len() as u64,
+        verigator_users: census.usable,
+        ledger_rows,
         ..Findings::default()
     };
-    compare(
-        &mut findings,
-        rows,
-        (&mut users, &doubtful),
-        |kind, id, uid| {
-            if !fix || signals.raised() {
-                return Ok(false);
-            }
-            apply(&mut ledger, config, kind, id, uid)?;
-            Ok(true)
-        },
-    )?;
-    findings.only_at_verigator(users);
+    let groups = Groups::of(&mut remote.spill).map_err(ReconcileError::Spill)?;
+    let rows = rows.records().map_err(ReconcileError::Spill)?;
+    let report = report
+        .map(Report::new)
+        .transpose()
+        .map_err(ReconcileError::Report)?;
+    Walk {
+        ledger: &mut ledger,
+        config,
+        findings: &mut findings,
+        report,
+        fix,
+        signals: &signals,
+    }
+    .run(rows, groups)?;
     if config.fix && !fix {
         findings.held_back = Some(format!(
             "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
@@ -104,91 +125,76 @@ pub async fn run(config: &ReconcileConfig) -> Result<Findings, ReconcileError> {
     Ok(findings)
 }
 
-/// Goes through the ledger's rows against Verigator's users (taking the ones it meets), noting
-/// each disagreement; `fix` corrects one and says whether it did (after a signal it does not:
-/// nothing here awaits, so the handler's own flag is what tells).
-fn compare(
-    findings: &mut Findings,
-    rows: Vec<(String, Status, Option<String>)>,
-    (users, doubtful): (&mut HashMap<String, String>, &HashSet<String>),
-    mut fix: impl FnMut(Kind, &str, Option<&str>) -> Result<bool, ReconcileError>,
-) -> Result<(), ReconcileError> {
-    for (id, status, ledger_uid) in rows {
-        if doubtful.contains(&id) {
-            findings.doubtful += 1;
-            continue;
+/// Verigator's side: the list's entries as `(id_in_service, UserID)`, spilled to disk in id order.
+#[derive(Default)]
+struct Remote {
+    spill: Spill,
+    /// Why the spill stopped the reading.
+    failed: Option<std::io::Error>,
+}
+
+impl ListSink for Remote {
+    fn restart(&mut self) {
+        self.spill.clear();
+    }
+
+    fn user(&mut self, user: ListedUser) -> ControlFlow<()> {
+        match self.spill.push(&user.id_in_service, user.id.as_bytes()) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.failed = Some(e);
+                ControlFlow::Break(())
+            }
         }
-        let remote_uid = users.remove(&id);
-        let Some(kind) = findings.classify(status, ledger_uid.as_ref(), remote_uid.as_ref()) else {
-            continue;
-        };
-        if fix(kind, &id, remote_uid.as_deref())? {
-            findings.fixed += 1;
+    }
+}
+
+/// How many ids the list names, and how many of them with one well-formed UserID.
+struct Census {
+    usable: u64,
+}
+
+/// Counts the list's distinct ids; a list that skipped malformed entries, or holds fewer
+/// distinct ids than its count says, is refused before anything is compared (an id listed twice
+/// must not hide a missing one).
+fn census(spill: &mut Spill, listed: &Listed, signals: &Signals) -> Result<Census, ReconcileError> {
+    if signals.count() > 0 {
+        return Err(ReconcileError::Interrupted("nothing was changed".into()));
+    }
+    if listed.malformed > 0 {
+        return Err(ReconcileError::Malformed(listed.malformed));
+    }
+    let mut groups = Groups::of(spill).map_err(ReconcileError::Spill)?;
+    let (mut distinct, mut usable) = (0, 0);
+    while let Some((_, sightings)) = groups.next_id().map_err(ReconcileError::Spill)? {
+        distinct += 1;
+        if matches!(sightings.verdict(), Some(Verdict::One { .. })) {
+            usable += 1;
         }
-        findings.disagreements.push(Disagreement {
-            kind,
-            id_in_service: id,
-            ledger_status: Some(status),
-            ledger_user_id: ledger_uid,
-            verigator_user_id: remote_uid,
+    }
+    if let Some(total) = listed.total.filter(|t| *t > distinct) {
+        return Err(ReconcileError::Truncated {
+            held: distinct,
+            total,
         });
     }
-    Ok(())
+    Ok(Census { usable })
 }
 
-/// Verigator's side of the comparison.
-struct Remote {
-    /// `id_in_service` → UserID, for the ids listed once with a well-formed UserID.
-    users: HashMap<String, String>,
-    /// Ids the list gives a malformed UserID, or several: never compared or taken, no guess.
-    doubtful: HashSet<String>,
-}
-
-impl Remote {
-    /// Sorts the list out; a list holding fewer distinct ids than its count says is truncated
-    /// (an id listed twice must not hide a missing one).
-    fn from_list(list: UserList) -> Result<Remote, ReconcileError> {
-        let distinct = list
-            .users
-            .iter()
-            .map(|u| u.id_in_service.as_str())
-            .collect::<HashSet<_>>()
-            .len() as u64;
-        if let Some(total) = list.total.filter(|t| *t > distinct) {
-            return Err(ReconcileError::Truncated {
-                held: distinct,
-                total,
-            });
-        }
-        let mut users: HashMap<String, String> = HashMap::new();
-        let mut doubtful: HashSet<String> = HashSet::new();
-        for user in list.users {
-            if !is_valid_user_id(&user.id) {
-                doubtful.insert(user.id_in_service);
-                continue;
-            }
-            match users.get(&user.id_in_service) {
-                Some(seen) if *seen != user.id => {
-                    doubtful.insert(user.id_in_service);
-                }
-                _ => {
-                    users.insert(user.id_in_service, user.id);
-                }
-            }
-        }
-        for id in &doubtful {
-            users.remove(id);
-        }
-        Ok(Remote { users, doubtful })
-    }
-}
-
-/// The service's user list, or why it cannot be had.
-async fn user_list(config: &ReconcileConfig, stop: Stop) -> Result<UserList, ReconcileError> {
+/// The service's user list, streamed into `remote`, or why it cannot be had.
+async fn user_list(
+    config: &ReconcileConfig,
+    stop: Stop,
+    remote: &mut Remote,
+) -> Result<Listed, ReconcileError> {
     let client = Client::new(&config.client, stop)?;
-    match client.list_users(&config.service_id).await.result {
-        Retried::Done(Ok(list)) => Ok(list),
+    match client.list_users(&config.service_id, remote).await.result {
+        Retried::Done(Ok(listed)) => Ok(listed),
         Retried::Done(Err(ListError::Fatal(fatal))) => Err(ReconcileError::List(fatal.to_string())),
+        Retried::Done(Err(ListError::Abandoned)) => Err(match remote.failed.take() {
+            Some(e) => ReconcileError::Spill(e),
+            None => ReconcileError::List(ListError::Abandoned.to_string()),
+        }),
         Retried::Done(Err(e)) => Err(ReconcileError::List(e.to_string())),
         Retried::GaveUp(reason) => Err(ReconcileError::List(format!(
             "listing users failed: {reason}"

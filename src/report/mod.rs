@@ -96,19 +96,48 @@ pub fn write_file<E: From<io::Error>>(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<(), E> {
-    check_target(path)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut out = io::BufWriter::new(tmp.as_file_mut());
-        write(&mut out)?;
-        out.flush()?;
-    }
-    tmp.persist(path).map_err(|e| E::from(e.error))?;
+    let mut file = Pending::create(path)?;
+    write(file.writer())?;
+    file.persist()?;
     Ok(())
+}
+
+/// A file being written as [`write_file`] writes one, for a writer that streams into it over a
+/// longer time: it appears at its path only when persisted, and vanishes if dropped before.
+pub struct Pending {
+    path: std::path::PathBuf,
+    out: io::BufWriter<tempfile::NamedTempFile>,
+}
+
+impl Pending {
+    /// Creates the private temporary file beside `path` (refused as [`check_target`] says).
+    pub fn create(path: &Path) -> io::Result<Pending> {
+        check_target(path)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        Ok(Pending {
+            path: path.to_owned(),
+            out: io::BufWriter::new(tmp),
+        })
+    }
+
+    /// Where to write.
+    pub fn writer(&mut self) -> &mut dyn Write {
+        &mut self.out
+    }
+
+    /// Flushes the file and renames it into place.
+    pub fn persist(self) -> io::Result<()> {
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
 }
 
 /// Refuses an output path that is not a regular file (a directory, a device such as `/dev/null`,

@@ -5,10 +5,12 @@
 //!
 //! - `state`: services, users, create attempts, counters, the rate window.
 //! - `routes`: the axum router and handlers (authentication, validation, faults).
+//! - `list`: the user list, streamed a chunk of users at a time.
 //! - `server`: the accept loop and hyper connections (needed to drop a connection unanswered).
 //! - `seed`: seed users and their CSV loader.
 
 mod create;
+mod list;
 mod routes;
 mod seed;
 mod server;

@@ -1,6 +1,6 @@
 //! The HTTP face of the simulator: the axum router, authentication, the rate limit, the fault
-//! knobs, and the list/get/delete handlers. The create lives in `create`, storage in `state`,
-//! sockets and dropped connections in `server`.
+//! knobs, and the get/delete handlers. The create lives in `create`, the streamed list in `list`,
+//! storage in `state`, sockets and dropped connections in `server`.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use regex::Regex;
 
 use super::create::create;
+use super::list::list;
 use super::state::{Counters, RateWindow, Store, StoredUser, bump};
 
 /// The header the real API authenticates with: `username:password`, unencoded.
@@ -141,41 +142,6 @@ pub(super) enum Fault {
     Reset {
         create_first: bool,
     },
-}
-
-async fn list(
-    State(app): State<Arc<App>>,
-    Path(service_id): Path<String>,
-    request: Request,
-) -> Response {
-    bump(&app.stats.list_requests);
-    if let Some(response) = app.refusal(request.headers()) {
-        return response;
-    }
-    let mut services = app.store.lock();
-    let Some(service) = services.service(&service_id) else {
-        drop(services);
-        return service_not_found();
-    };
-    let shown = app.list_cap.unwrap_or(usize::MAX).min(service.len());
-    let mut body = Vec::with_capacity(32 + shown * 112);
-    body.extend_from_slice(b"{\"users\":[");
-    for (index, user) in service.users().take(shown).enumerate() {
-        if index > 0 {
-            body.push(b',');
-        }
-        write_user(&mut body, user);
-        if app.list_repeat.contains(&user.id_in_service) {
-            body.push(b',');
-            let twin = StoredUser::new(user.id_in_service.clone(), user.phone_number.clone());
-            write_user(&mut body, &twin);
-        }
-    }
-    body.extend_from_slice(b"],\"total\":");
-    body.extend_from_slice(service.len().to_string().as_bytes());
-    drop(services);
-    body.push(b'}');
-    json(StatusCode::OK, body)
 }
 
 async fn get_user(

@@ -86,6 +86,8 @@ pub(super) struct Service {
     slots: Vec<Option<StoredUser>>,
     by_name: HashMap<String, Name>,
     by_id: HashMap<Uuid, usize>,
+    /// Lists streaming now: each goes on from a slot index, so nothing is compacted meanwhile.
+    listings: usize,
 }
 
 impl Service {
@@ -174,7 +176,10 @@ impl Service {
         {
             name.slot = None;
         }
-        if self.slots.len() >= MIN_COMPACT_SLOTS && self.by_id.len() < self.slots.len() / 2 {
+        if self.listings == 0
+            && self.slots.len() >= MIN_COMPACT_SLOTS
+            && self.by_id.len() < self.slots.len() / 2
+        {
             self.compact();
         }
         true
@@ -196,6 +201,25 @@ impl Service {
     /// Live users in creation order.
     pub fn users(&self) -> impl Iterator<Item = &StoredUser> {
         self.slots.iter().flatten()
+    }
+
+    /// Live users in creation order from slot `from` on, each with its slot.
+    pub fn users_from(&self, from: usize) -> impl Iterator<Item = (usize, &StoredUser)> {
+        let slots = self.slots.get(from..).unwrap_or_default();
+        slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, user)| Some((from + i, user.as_ref()?)))
+    }
+
+    /// A list starts streaming: slots keep their places until it ends ([`Service::release_slots`]).
+    pub fn hold_slots(&mut self) {
+        self.listings += 1;
+    }
+
+    /// A list has ended (or its client went away).
+    pub fn release_slots(&mut self) {
+        self.listings = self.listings.saturating_sub(1);
     }
 
     pub fn len(&self) -> usize {

@@ -660,3 +660,115 @@ fn config_debug_hides_the_password() {
     };
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+fn seeds(n: usize) -> Vec<SeedUser> {
+    (0..n)
+        .map(|i| SeedUser {
+            service_id: None,
+            id_in_service: format!("user{i}"),
+            phone_number: "+3725000000".into(),
+            user_id: None,
+        })
+        .collect()
+}
+
+/// The ids a list body names, in order, and its total.
+fn listed(body: &[u8]) -> (Vec<String>, u64) {
+    let list: Value = serde_json::from_slice(body).expect("the list is JSON");
+    let ids = list["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["id_in_service"].as_str().expect("id").to_owned())
+        .collect();
+    (ids, list["total"].as_u64().expect("total"))
+}
+
+async fn list_body(sim: &Simulator) -> Vec<u8> {
+    let client = Client::new(sim);
+    let response = client
+        .http
+        .get(client.users_url(SERVICE))
+        .header("X-Service-Auth", "demo:demo")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.bytes().await.expect("body").to_vec()
+}
+
+#[tokio::test]
+async fn a_list_of_many_chunks_names_every_user_once_with_cap_and_repeat_kept() {
+    let sim = start(SimConfig {
+        seed: seeds(10_000),
+        list_repeat: vec!["user9000".into()],
+        ..SimConfig::default()
+    })
+    .await;
+    let (ids, total) = listed(&list_body(&sim).await);
+    assert_eq!(total, 10_000);
+    let mut want: Vec<String> = (0..10_000).map(|i| format!("user{i}")).collect();
+    want.insert(9001, "user9000".into());
+    assert_eq!(ids, want, "creation order, the repeat right after its twin");
+    sim.shutdown().await;
+
+    let capped = start(SimConfig {
+        seed: seeds(10_000),
+        list_cap: Some(5_000),
+        ..SimConfig::default()
+    })
+    .await;
+    let (ids, total) = listed(&list_body(&capped).await);
+    assert_eq!((ids.len(), total), (5_000, 10_000));
+    assert_eq!(ids.last().map(String::as_str), Some("user4999"));
+    capped.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_deleted_while_a_list_streams_are_never_listed_twice_or_skipped_when_alive() {
+    let sim = start(SimConfig {
+        seed: seeds(60_000),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = Client::new(&sim);
+    let mut response = client
+        .http
+        .get(client.users_url(SERVICE))
+        .header("X-Service-Auth", "demo:demo")
+        .send()
+        .await
+        .expect("answered");
+    let mut body = response
+        .chunk()
+        .await
+        .expect("first chunk")
+        .expect("some")
+        .to_vec();
+    // Most users go while the list streams: enough to compact the store, were it not held.
+    let users = sim.users(SERVICE);
+    for user in &users[..50_000] {
+        assert!(sim.remove_user(SERVICE, &user.id));
+    }
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        body.extend_from_slice(&chunk);
+    }
+    let (ids, total) = listed(&body);
+    assert_eq!(total, 10_000);
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        ids.iter().all(|id| seen.insert(id.clone())),
+        "no user twice"
+    );
+    for i in 50_000..60_000 {
+        assert!(
+            seen.contains(&format!("user{i}")),
+            "user{i} is alive and listed"
+        );
+    }
+    // The list has ended: the store compacts again, and lists stay right.
+    assert!(sim.remove_user(SERVICE, &users[50_000].id));
+    let (ids, total) = listed(&list_body(&sim).await);
+    assert_eq!((ids.len(), total), (9_999, 9_999));
+    sim.shutdown().await;
+}
