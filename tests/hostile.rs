@@ -857,3 +857,55 @@ fn a_list_that_streams_for_longer_than_the_timeout_is_read_while_bytes_keep_comi
         "the cut-off first answer, then the list"
     );
 }
+
+/// A list of `user{i}@example.com` for `ids`, with UserIDs `uid-{i}` and no count.
+fn uncounted_list(ids: std::ops::Range<u32>) -> Vec<u8> {
+    let users: Vec<String> = ids
+        .map(|i| format!(r#"{{"id":"uid-{i}","id_in_service":"user{i}@example.com"}}"#))
+        .collect();
+    format!(r#"{{"users":[{}]}}"#, users.join(",")).into_bytes()
+}
+
+#[test]
+fn reconcile_fixes_nothing_on_a_list_that_states_no_count_unless_forced() {
+    let env = Env::new();
+    let whole = uncounted_list(0..4);
+    let (base, _) = listing_server(whole.clone(), whole, (64 * 1024, Duration::ZERO));
+    let csv = env.file("u.csv", users_csv(0, 4));
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .args(["import", "--json", "--no-progress", "--rate", "0"])
+            .arg(&csv)
+            .output()
+            .expect("import"),
+    );
+    run.expect_code(0);
+    assert_eq!(run.count("resolved"), 4);
+    // Half the users, and nothing to say that is all of them: a cut-short answer looks the same.
+    let half = uncounted_list(0..2);
+    let (base, _) = listing_server(half.clone(), half, (64 * 1024, Duration::ZERO));
+    let before = env.rows();
+    let reconcile = |extra: &[&str]| {
+        Run::of(
+            env.cmd()
+                .env("VERIGATOR_BASE_URL", &base)
+                .args(["reconcile", "--fix"])
+                .args(extra)
+                .output()
+                .expect("reconcile"),
+        )
+    };
+    let run = reconcile(&[]);
+    assert!(
+        run.stderr
+            .contains("the user list states no count (`total` or `count`), so nothing shows that it is complete: --fix changed nothing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before);
+    reconcile(&["--force"]);
+    let rows = env.rows();
+    assert_eq!(rows["user3@example.com"].status, "retry");
+    assert_eq!(rows["user1@example.com"].user_id.as_deref(), Some("uid-1"));
+}

@@ -142,7 +142,10 @@ fn large_service(rt: &tokio::runtime::Runtime, data: &Path) -> Vec<Row> {
             report.clone().into(),
         ])
         .collect();
-        let (wall, rss, _) = measure(&args);
+        // Exit 1: the users only at Verigator are disagreements.
+        let (wall, rss, out) = measure_exiting(&args, 1);
+        let found: serde_json::Value = serde_json::from_slice(&out).expect("reconcile's JSON");
+        assert_eq!(found["verigator_users"], SERVICE_USERS, "{found}");
         ((m.wall, m.rss_mb), (wall, rss))
     });
     vec![

@@ -60,6 +60,8 @@ pub struct Client {
     /// it (percent-encoding each segment) is a measurable share of a request's cost.
     users: std::sync::Mutex<Option<(String, Url)>>,
     max_attempts: u32,
+    /// `--timeout`: a streamed list must make progress in windows at least this long.
+    timeout: Duration,
     throttle: Arc<Throttle>,
     health: outage::Health,
     /// The credentials, to take out of anything the server says back.
@@ -108,6 +110,7 @@ impl Client {
             base: options.base_url.clone(),
             users: std::sync::Mutex::new(None),
             max_attempts: options.max_attempts.get(),
+            timeout: options.timeout,
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
             health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
             sent: std::sync::atomic::AtomicU64::new(0),

@@ -14,6 +14,9 @@ use crate::report::{Outcome, Summary};
 use crate::signals::Signals;
 use crate::throttle::Stop;
 
+/// Rows resolved per reading of the user list: a few hundred bytes each while the list streams.
+const RESOLVE_BATCH: usize = 32_768;
+
 impl Run<'_> {
     /// Ends a run that failed part-way: the report still gets every row noted so far, and the run
     /// is marked aborted if the ledger still takes writes. Once requests were sent the run still
@@ -44,6 +47,13 @@ impl Run<'_> {
         self.progress.finish();
         if self.launched == 0 {
             return Err(error);
+        }
+        if matches!(error, ImportError::Recording(_)) && self.unrecorded > 0 {
+            // The summary counts them as answered; the ledger does not hold them.
+            self.progress.println(&format!(
+                "warning: {} answered rows are not in the ledger: the summary counts them, the next run finds their UserIDs again (409 and the user list)",
+                self.unrecorded
+            ));
         }
         self.abort(error.to_string());
         Ok(self.summary(0, started))
@@ -147,9 +157,11 @@ impl Run<'_> {
         }
     }
 
-    /// Commits, then fills in the UserIDs of `present` rows (this run's and earlier ones') from one
-    /// user list. Rows of this input left without one are noted as `unresolved` (the run is not a
-    /// success); returns how many rows of other inputs still lack one.
+    /// Commits, then fills in the UserIDs of `present` rows (this run's and earlier ones') from the
+    /// user list, [`RESOLVE_BATCH`] rows at a time (each batch reads the list again, so that a
+    /// run recovering a lost ledger, with every row `present`, holds a batch and not every row).
+    /// Rows of this input left without one are noted as `unresolved` (the run is not a success);
+    /// returns how many rows of other inputs still lack one.
     async fn finish(
         &mut self,
         ledger: Option<&mut Ledger>,
@@ -159,34 +171,54 @@ impl Run<'_> {
         let Some(ledger) = ledger else {
             return Ok(0);
         };
-        let wanted = ledger.unresolved(&self.config.service_id)?;
-        if wanted.is_empty() {
-            return Ok(0);
-        }
-        if self.config.mode.dry_run {
-            // A plan asks no list: this file's rows are looked up by the run itself.
-            let here = wanted
-                .iter()
-                .filter(|u| self.planner.first_line(u.rowid).is_some())
-                .count();
-            if here > 0 {
-                self.progress.println(&format!(
-                    "{here} present rows of this file lack a UserID; the run looks them up in the service's user list"
-                ));
+        let service = self.config.service_id.clone();
+        let (mut after, mut elsewhere, mut here) = (0, 0u64, 0u64);
+        // Set once the list cannot be had: the batches after it are not listed again.
+        let mut unlisted = stop
+            .is_triggered()
+            .then(|| "its UserID was not looked up: the run stopped first".to_string());
+        loop {
+            let wanted = ledger.unresolved(&service, after, RESOLVE_BATCH)?;
+            let Some(last) = wanted.last() else { break };
+            after = last.rowid;
+            let full = wanted.len() == RESOLVE_BATCH;
+            if self.config.mode.dry_run {
+                // A plan asks no list: this file's rows are looked up by the run itself.
+                let mine = wanted
+                    .iter()
+                    .filter(|u| self.planner.first_line(u.rowid).is_some())
+                    .count() as u64;
+                here += mine;
+                elsewhere += wanted.len() as u64 - mine;
+            } else {
+                let left = match &unlisted {
+                    Some(why) => wanted.into_iter().map(|u| (u, why.clone())).collect(),
+                    None => {
+                        self.resolve(ledger, wanted, client, (signals, &mut unlisted))
+                            .await?
+                    }
+                };
+                elsewhere += self.note_unresolved(left);
             }
-            return Ok((wanted.len() - here) as u64);
+            if !full {
+                break;
+            }
         }
-        let left = if stop.is_triggered() {
-            let why = "its UserID was not looked up: the run stopped first";
-            wanted.into_iter().map(|u| (u, why.to_string())).collect()
-        } else {
-            self.resolve(ledger, wanted, client, signals).await?
-        };
-        Ok(self.note_unresolved(left))
+        if here > 0 {
+            self.progress.println(&format!(
+                "{here} present rows of this file lack a UserID; the run looks them up in the service's user list"
+            ));
+        }
+        if elsewhere > 0 && !self.config.mode.dry_run {
+            self.progress.println(&format!(
+                "warning: {elsewhere} present users of earlier runs (not in this file) still lack a UserID; the next run looks them up again"
+            ));
+        }
+        Ok(elsewhere)
     }
 
-    /// Notes the rows of this input left without a UserID (they make the run incomplete) and
-    /// warns about those of earlier inputs; returns how many of those there are.
+    /// Notes the rows of this input left without a UserID (they make the run incomplete); returns
+    /// how many rows of earlier inputs are left.
     fn note_unresolved(&mut self, left: Vec<(Unresolved, String)>) -> u64 {
         let mut elsewhere: u64 = 0;
         for (row, why) in left {
@@ -205,11 +237,6 @@ impl Run<'_> {
                 ),
                 None => elsewhere = elsewhere.saturating_add(1),
             }
-        }
-        if elsewhere > 0 {
-            self.progress.println(&format!(
-                "warning: {elsewhere} present users of earlier runs (not in this file) still lack a UserID; the next run looks them up again"
-            ));
         }
         elsewhere
     }

@@ -517,7 +517,11 @@ pub(crate) mod tests {
         drop(l);
         let path = dir.path().join("l.db");
         let mut old = Ledger::open_read_only(&path).expect("schema 2 is readable");
-        assert!(old.unresolved("s").expect("unresolved").is_empty());
+        assert!(
+            old.unresolved("s", 0, usize::MAX)
+                .expect("unresolved")
+                .is_empty()
+        );
         drop(old);
         let l = Ledger::open_for_import(&path).expect("upgrade");
         let (version, indexed): (i64, i64) = l

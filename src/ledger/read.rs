@@ -9,9 +9,11 @@ use thiserror::Error;
 
 use super::{Ledger, LedgerError, Status, sqlite};
 
-/// The `present` rows of a service whose UserID is still unknown (served by a partial index).
+/// The `present` rows of a service whose UserID is still unknown, past a rowid, in rowid order
+/// (served by a partial index, which holds them in that order).
 const UNRESOLVED: &str = "SELECT rowid, id_in_service, phone_number FROM users
-     WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL";
+     WHERE service_id = ?1 AND status = 'present' AND user_id IS NULL AND rowid > ?2
+     ORDER BY rowid LIMIT ?3";
 
 /// A `present` row whose UserID is not known yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,14 +42,21 @@ pub struct Entry {
 }
 
 impl Ledger {
-    /// The `present` rows of a service whose UserID is still unknown.
-    pub fn unresolved(&mut self, service_id: &str) -> Result<Vec<Unresolved>, LedgerError> {
+    /// The `present` rows of a service whose UserID is still unknown: at most `limit` of them,
+    /// those past rowid `after`, in rowid order (so that a caller can take them a batch at a time).
+    pub fn unresolved(
+        &mut self,
+        service_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Unresolved>, LedgerError> {
         self.commit()?;
         let mut stmt = self
             .conn
             .prepare(UNRESOLVED)
             .map_err(|e| sqlite(&self.path, e))?;
-        stmt.query_map(params![service_id], |r| {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(params![service_id, after, limit], |r| {
             Ok(Unresolved {
                 rowid: r.get(0)?,
                 id_in_service: r.get(1)?,
@@ -244,7 +253,10 @@ mod tests {
         let plan: Vec<String> = l
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {UNRESOLVED}"))
-            .and_then(|mut s| s.query_map(["s"], |r| r.get(3))?.collect())
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params!["s", 0, 10], |r| r.get(3))?
+                    .collect()
+            })
             .expect("plan");
         assert!(
             plan.iter().any(|step| step.contains("users_unresolved")),

@@ -40,7 +40,7 @@ mod tests {
         l.record("s", &write("q", Status::Synced, Some("u2")))
             .expect("record");
         assert_eq!(
-            l.unresolved("s")
+            l.unresolved("s", 0, usize::MAX)
                 .expect("unresolved")
                 .into_iter()
                 .map(|u| u.id_in_service)
@@ -49,7 +49,11 @@ mod tests {
         );
         l.resolve("s", "p", "u1", Some("t")).expect("resolve");
         l.resolve("s", "q", "zzz", None).expect("resolve");
-        assert!(l.unresolved("s").expect("unresolved").is_empty());
+        assert!(
+            l.unresolved("s", 0, usize::MAX)
+                .expect("unresolved")
+                .is_empty()
+        );
         assert_eq!(
             l.lookup("s", "q")
                 .expect("q")

@@ -87,8 +87,11 @@ pub async fn run(
     let mut rows = Spill::default();
     let (ledger_rows, with_user_id) = spill_ledger(&ledger, &config.service_id, &mut rows)?;
     // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
-    // whose users were all deleted: fixing on it would clear every UserID.
-    let fix = config.fix && (config.force || !(census.usable == 0 && with_user_id > 0));
+    // whose users were all deleted: fixing on it would clear every UserID. A list that states no
+    // count cannot show that it is complete: a cut-short answer would look like users deleted.
+    let empty = census.usable == 0 && with_user_id > 0;
+    let uncounted = listed.total.is_none();
+    let fix = config.fix && (config.force || !(empty || uncounted));
     let mut findings = Findings {
         service_id: config.service_id.clone(),
         verigator_users: census.usable,
@@ -111,9 +114,13 @@ pub async fn run(
     }
     .run(rows, groups)?;
     if config.fix && !fix {
-        findings.held_back = Some(format!(
-            "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
-        ));
+        findings.held_back = Some(if empty {
+            format!(
+                "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
+            )
+        } else {
+            "the user list states no count (`total` or `count`), so nothing shows that it is complete: --fix changed nothing; --fix --force applies these fixes anyway".to_string()
+        });
     }
     ledger.commit()?;
     if signals.count() > 0 {

@@ -22,6 +22,15 @@ use split::{Piece, SplitError, Splitter};
 
 pub use split::MAX_ENTRY_BYTES;
 
+/// The most entries a list may have: far beyond any service (the largest we plan for holds ten
+/// million users), and a bound on the temporary files an endless answer could fill.
+pub const MAX_ENTRIES: u64 = 50_000_000;
+/// A list must bring at least this much in every window of [`MIN_WINDOW`] (or `--timeout`, if
+/// longer): a link as slow as 1 KB/s passes, a server that trickles a byte at a time does not.
+const MIN_BYTES_PER_WINDOW: usize = 64 * 1024;
+/// The shortest window of that rule.
+const MIN_WINDOW: Duration = Duration::from_secs(60);
+
 /// What reads a user list, entry by entry, as it arrives.
 pub trait ListSink {
     /// Forgets every entry handed over so far: the list is read again from its start (an
@@ -68,7 +77,11 @@ impl Client {
         sink: &mut impl ListSink,
     ) -> Attempted<Result<Listed, ListError>> {
         let url = self.users_url(service_id, None);
-        let answer = Streamed { sink, service_id };
+        let answer = Streamed {
+            sink,
+            service_id,
+            window: self.timeout.max(MIN_WINDOW),
+        };
         self.with_retries(Method::GET, url, None, answer).await
     }
 }
@@ -77,6 +90,8 @@ impl Client {
 struct Streamed<'a, S> {
     sink: &'a mut S,
     service_id: &'a str,
+    /// How long the list may take to bring [`MIN_BYTES_PER_WINDOW`].
+    window: Duration,
 }
 
 impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
@@ -98,17 +113,26 @@ impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
         self.sink.restart();
         let mut splitter = Splitter::default();
         let mut listed = Listed::default();
+        let mut pace = Pace::new(self.window);
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) => return cut_off(status, &e),
             };
+            if let Err(why) = pace.took(chunk.len()) {
+                return Step::Done(Err(ListError::Other(why)));
+            }
             let mut each = |piece: Piece<'_>| take(piece, &mut listed, self.sink, secrets);
             match splitter.feed(&chunk, &mut each) {
                 Ok(ControlFlow::Continue(())) => {}
                 Ok(ControlFlow::Break(())) => return Step::Done(Err(ListError::Abandoned)),
                 Err(e) => return Step::Done(Err(unreadable(&e))),
+            }
+            if listed.entries + listed.malformed > MAX_ENTRIES {
+                return Step::Done(Err(ListError::Other(format!(
+                    "the user list goes on past {MAX_ENTRIES} entries: refused as endless"
+                ))));
             }
         }
         match splitter.finish() {
@@ -118,6 +142,43 @@ impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
             })),
             Err(e) => Step::Done(Err(unreadable(&e))),
         }
+    }
+}
+
+/// Whether a streamed list keeps coming fast enough: the client's read timeout ends it when
+/// bytes stop, this when they only trickle.
+struct Pace {
+    window: Duration,
+    since: std::time::Instant,
+    bytes: usize,
+}
+
+impl Pace {
+    fn new(window: Duration) -> Pace {
+        Pace {
+            window,
+            since: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` more; says why the list is given up if a whole window brought too few.
+    fn took(&mut self, bytes: usize) -> Result<(), String> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.since.elapsed() < self.window {
+            return Ok(());
+        }
+        if self.bytes < MIN_BYTES_PER_WINDOW {
+            return Err(format!(
+                "the user list came too slowly ({} bytes in {:.0?}, under {} KiB a minute)",
+                self.bytes,
+                self.since.elapsed(),
+                MIN_BYTES_PER_WINDOW / 1024
+            ));
+        }
+        self.since = std::time::Instant::now();
+        self.bytes = 0;
+        Ok(())
     }
 }
 
@@ -137,6 +198,12 @@ fn take(
         return ControlFlow::Continue(());
     };
     secrets.clean_user(&mut user);
+    if user.id.is_empty() {
+        // No UserID, or one holding the credentials (taken out): nothing can be told of this
+        // user, so the list is incomplete rather than silently short of it.
+        listed.malformed += 1;
+        return ControlFlow::Continue(());
+    }
     listed.entries += 1;
     sink.user(user)
 }
@@ -204,5 +271,49 @@ mod tests {
         assert!(matches!(step, Step::Again { .. }));
         let step = classify_refusal(StatusCode::IM_A_TEAPOT, None, br#"{"message":"no"}"#, "s");
         assert_eq!(step, Step::Done(Err(ListError::Other("418: no".into()))));
+    }
+
+    /// Keeps what it is handed.
+    #[derive(Default)]
+    struct Kept(Vec<ListedUser>);
+
+    impl ListSink for Kept {
+        fn restart(&mut self) {
+            self.0.clear();
+        }
+
+        fn user(&mut self, user: ListedUser) -> ControlFlow<()> {
+            self.0.push(user);
+            ControlFlow::Continue(())
+        }
+    }
+
+    #[test]
+    fn a_list_must_keep_coming() {
+        let mut pace = Pace::new(Duration::from_millis(50));
+        assert!(pace.took(10).is_ok());
+        std::thread::sleep(Duration::from_millis(60));
+        let why = pace.took(10).expect_err("20 bytes in 60 ms");
+        assert!(why.contains("20 bytes"), "{why}");
+        let mut pace = Pace::new(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(pace.took(MIN_BYTES_PER_WINDOW).is_ok());
+        assert!(pace.took(1).is_ok(), "a new window starts");
+    }
+
+    #[test]
+    fn an_entry_without_a_usable_user_id_counts_as_malformed() {
+        let secrets = Secrets::new("demo", "hunter2");
+        let (mut listed, mut kept) = (Listed::default(), Kept::default());
+        for entry in [
+            &br#"{"id":"uid-hunter2","id_in_service":"a"}"#[..],
+            br#"{"id":"","id_in_service":"b"}"#,
+            br#"{"id":"u","id_in_service":"c"}"#,
+        ] {
+            let _ = take(Piece::Entry(entry), &mut listed, &mut kept, &secrets);
+        }
+        assert_eq!((listed.entries, listed.malformed), (1, 2));
+        let ids: Vec<&str> = kept.0.iter().map(|u| u.id_in_service.as_str()).collect();
+        assert_eq!(ids, ["c"]);
     }
 }

@@ -71,7 +71,7 @@ impl Run<'_> {
         ledger: &mut Ledger,
         wanted: Vec<Unresolved>,
         client: &Client,
-        signals: &Signals,
+        (signals, unlisted): (&Signals, &mut Option<String>),
     ) -> Result<Vec<(Unresolved, String)>, LedgerError> {
         let mut sink = Resolution {
             wanted: wanted
@@ -85,12 +85,16 @@ impl Run<'_> {
         };
         let coverage = match self.list(client, &mut sink).await {
             Ok(coverage) => coverage,
-            Err(why) => return Ok(wanted.into_iter().map(|u| (u, why.clone())).collect()),
+            Err(why) => {
+                *unlisted = Some(why.clone());
+                return Ok(wanted.into_iter().map(|u| (u, why.clone())).collect());
+            }
         };
         let mut left = Vec::new();
         for (row, sightings) in wanted.iter().zip(&sink.sightings) {
             // Nothing awaits in this loop: the signal handler's own flag says whether to stop.
             if signals.raised() {
+                unlisted.get_or_insert_with(|| STOPPED.to_string());
                 left.push((row.clone(), STOPPED.to_string()));
                 continue;
             }
