@@ -77,16 +77,12 @@ impl Run<'_> {
                     }
                 }
                 // Before answers: a writer that failed must stop the run at once.
-                Some(event) = next_event(&mut self.events) => match event {
-                    Event::Committed { commit, rows, added } => {
-                        self.unrecorded = self.unrecorded.saturating_sub(rows);
-                        self.planner.committed(commit, added);
-                    }
-                    Event::Failed => {
-                        p.failure = Some(self.writer_failure());
+                Some(event) = next_event(&mut self.events) => {
+                    if let Err(e) = self.on_writer(event) {
+                        p.failure = Some(e);
                         break;
                     }
-                },
+                }
                 Some((slot, answer)) = p.in_flight.next(), if !p.in_flight.is_empty() => {
                     self.settle(slot, answer, stop);
                     // Every answer already in, before the other branches are polled again.
@@ -114,6 +110,22 @@ impl Run<'_> {
         match p.failure {
             Some(e) => Err(e),
             None => Ok(p.input_error),
+        }
+    }
+
+    /// Takes what the writer says: a commit frees room for requests; a failure stops the run.
+    fn on_writer(&mut self, event: Event) -> Result<(), ImportError> {
+        match event {
+            Event::Committed {
+                commit,
+                rows,
+                added,
+            } => {
+                self.unrecorded = self.unrecorded.saturating_sub(rows);
+                self.planner.committed(commit, added);
+                Ok(())
+            }
+            Event::Failed => Err(self.writer_failure()),
         }
     }
 
@@ -258,14 +270,8 @@ impl Run<'_> {
         // The last commits' new rows, so that the end of the run knows every row of this input.
         if let Some(mut events) = self.events.take() {
             while let Ok(event) = events.try_recv() {
-                if let Event::Committed {
-                    commit,
-                    rows,
-                    added,
-                } = event
-                {
-                    self.unrecorded = self.unrecorded.saturating_sub(rows);
-                    self.planner.committed(commit, added);
+                if let Event::Committed { .. } = event {
+                    let _ = self.on_writer(event);
                 }
             }
         }

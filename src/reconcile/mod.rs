@@ -86,12 +86,8 @@ pub async fn run(
     let census = census(&mut remote.spill, &listed, &signals)?;
     let mut rows = Spill::default();
     let (ledger_rows, with_user_id) = spill_ledger(&ledger, &config.service_id, &mut rows)?;
-    // An empty list for a ledger full of UserIDs is more likely a broken answer than a service
-    // whose users were all deleted: fixing on it would clear every UserID. A list that states no
-    // count cannot show that it is complete: a cut-short answer would look like users deleted.
-    let empty = census.usable == 0 && with_user_id > 0;
-    let uncounted = listed.total.is_none();
-    let fix = config.fix && (config.force || !(empty || uncounted));
+    let held_back = held_back(config, census.usable, with_user_id, listed.total);
+    let fix = config.fix && held_back.is_none();
     let mut findings = Findings {
         service_id: config.service_id.clone(),
         verigator_users: census.usable,
@@ -113,15 +109,7 @@ pub async fn run(
         signals: &signals,
     }
     .run(rows, groups)?;
-    if config.fix && !fix {
-        findings.held_back = Some(if empty {
-            format!(
-                "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
-            )
-        } else {
-            "the user list states no count (`total` or `count`), so nothing shows that it is complete: --fix changed nothing; --fix --force applies these fixes anyway".to_string()
-        });
-    }
+    findings.held_back = held_back;
     ledger.commit()?;
     if signals.count() > 0 {
         return Err(ReconcileError::Interrupted(format!(
@@ -130,6 +118,29 @@ pub async fn run(
         )));
     }
     Ok(findings)
+}
+
+/// Why `--fix` must not act on this list without `--force`, if it must not. An empty list for a
+/// ledger full of UserIDs is more likely a broken answer than a service whose users were all
+/// deleted: fixing on it would clear every UserID. A list that states no count cannot show that
+/// it is complete: a cut-short answer would look like users deleted.
+fn held_back(
+    config: &ReconcileConfig,
+    listed_users: u64,
+    with_user_id: u64,
+    total: Option<u64>,
+) -> Option<String> {
+    if !config.fix || config.force {
+        return None;
+    }
+    if listed_users == 0 && with_user_id > 0 {
+        return Some(format!(
+            "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
+        ));
+    }
+    total.is_none().then(|| {
+        "the user list states no count (`total` or `count`), so nothing shows that it is complete: --fix changed nothing; --fix --force applies these fixes anyway".to_string()
+    })
 }
 
 /// Verigator's side: the list's entries as `(id_in_service, UserID)`, spilled to disk in id order.

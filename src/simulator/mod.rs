@@ -11,6 +11,7 @@
 
 mod create;
 mod list;
+mod rate;
 mod routes;
 mod seed;
 mod server;
@@ -29,8 +30,9 @@ use tokio::task::JoinHandle;
 
 pub use seed::{SeedError, SeedUser, load_seed};
 
+use rate::RateWindow;
 use routes::App;
-use state::{Counters, RateWindow, Services, Store};
+use state::{Counters, Services, Store};
 
 /// How the simulator behaves; the defaults are a well-behaved server, every fault knob off.
 #[derive(Clone)]

@@ -15,7 +15,8 @@ use regex::Regex;
 
 use super::create::create;
 use super::list::list;
-use super::state::{Counters, RateWindow, Store, StoredUser, bump};
+use super::rate::RateWindow;
+use super::state::{Counters, Store, StoredUser, bump};
 
 /// The header the real API authenticates with: `username:password`, unencoded.
 const AUTH_HEADER: &str = "x-service-auth";

@@ -62,7 +62,8 @@ pub fn load_seed(path: &Path) -> Result<Vec<SeedUser>, SeedError> {
     read_seed(&data, path)
 }
 
-/// The 1-based line where the record at `position` starts. The csv crate's own line numbers
+/// The 1-based line where the record at `position` starts; counted only for an error (counting
+/// for every row made loading quadratic in the file). The csv crate's own line numbers
 /// ignore blank lines and its byte offset points before them, so the line is recounted from the
 /// offset past any blank lines (seed files are small enough to hold in memory).
 fn line_at(data: &[u8], position: Option<&csv::Position>) -> u64 {
@@ -102,7 +103,6 @@ fn read_seed(data: &[u8], path: &Path) -> Result<Vec<SeedUser>, SeedError> {
     let mut seed = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_error)?;
-        // Counted only for an error: counting for every row made loading quadratic in the file.
         let line = || line_at(data, record.position());
         let cell = |index: usize| record.get(index).unwrap_or_default();
         let required = |index: usize, name: &str| {
