@@ -882,6 +882,27 @@ fn reconcile_fixes_nothing_on_a_list_that_states_no_count_unless_forced() {
     );
     run.expect_code(0);
     assert_eq!(run.count("resolved"), 4);
+    // A count below what the list holds contradicts it: no fix either.
+    let below = uncounted_list(0..2)
+        .strip_suffix(b"}")
+        .map(|l| [l, br#","total":1}"#].concat())
+        .expect("a list");
+    let (base, _) = listing_server(below.clone(), below, (64 * 1024, Duration::ZERO));
+    let before = env.rows();
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &base)
+            .args(["reconcile", "--fix"])
+            .output()
+            .expect("reconcile"),
+    );
+    assert!(
+        run.stderr
+            .contains("it contradicts itself, so --fix changed nothing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.rows(), before);
     // Half the users, and nothing to say that is all of them: a cut-short answer looks the same.
     let half = uncounted_list(0..2);
     let (base, _) = listing_server(half.clone(), half, (64 * 1024, Duration::ZERO));

@@ -132,17 +132,16 @@ impl Redact for Result<Listed, ListError> {
 }
 
 impl Secrets {
-    /// A listed user with the secrets taken out, as it streams past: a UserID that holds one is
-    /// emptied (an empty UserID is malformed: never stored, never compared).
+    /// A listed user with the secrets taken out, as it streams past: an entry whose UserID or id
+    /// holds one loses its UserID and its id, which makes it malformed (counted, never stored or
+    /// compared). An id rewritten to `***` instead would stand for a user that is not there.
     pub(super) fn clean_user(&self, user: &mut ListedUser) {
         if self.needles.is_empty() {
             return;
         }
-        if self.holds(&user.id) {
+        if self.holds(&user.id) || self.holds(&user.id_in_service) {
             user.id.clear();
-        }
-        if self.holds(&user.id_in_service) {
-            user.id_in_service = self.text(std::mem::take(&mut user.id_in_service));
+            user.id_in_service.clear();
         }
     }
 }

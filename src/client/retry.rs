@@ -308,7 +308,7 @@ impl Client {
 
 /// The longest a streamed answer may take while bytes keep coming (the client's read timeout,
 /// `--timeout`, ends it when they stop): a user list of millions over a slow link takes minutes.
-const MAX_STREAMED_TIME: Duration = Duration::from_secs(24 * 3600);
+const MAX_STREAMED_TIME: Duration = Duration::from_secs(4 * 3600);
 
 /// The longest answer read whole: a create, delete or error answer is a few hundred bytes, and
 /// a hostile or broken server must not make the process hold more. (The user list is streamed,

@@ -7,7 +7,7 @@ mod spill;
 
 use std::io;
 
-use crate::client::{is_valid_user_id, plausible_ctime};
+use crate::client::{MAX_USER_ID_BYTES, is_valid_user_id, plausible_ctime};
 
 use spill::text;
 pub use spill::{Records, Spill};
@@ -51,9 +51,21 @@ pub enum Verdict<'a> {
     },
 }
 
+/// The longest prefix of `text` of at most `bytes` bytes that ends on a character boundary.
+fn prefix(text: &str, bytes: usize) -> &str {
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Sightings {
     /// Notes one more entry naming the id, with its UserID and creation time.
     pub fn see(&mut self, user_id: &str, ctime: Option<&serde_json::Value>) {
+        // Only a bounded prefix is kept and named: entries may be 64 KiB, and a batch holds tens
+        // of thousands of rows. One byte past the longest valid UserID keeps a cut one invalid.
+        let user_id = prefix(user_id, MAX_USER_ID_BYTES + 1);
         self.times += 1;
         let is_first = |s: &Option<String>| s.as_deref() == Some(user_id);
         match (&self.first, is_valid_user_id(user_id)) {
@@ -227,5 +239,14 @@ mod tests {
         let mut s = seen(&["u1", "u2"]);
         s.clear();
         assert_eq!(s, Sightings::default());
+    }
+
+    #[test]
+    fn only_a_prefix_of_a_long_user_id_is_kept() {
+        let long = "é".repeat(30_000);
+        let s = seen(&[&long, &format!("{long}x"), "u1", "u2"]);
+        let kept = s.malformed.as_deref().expect("malformed kept");
+        assert!(kept.len() <= MAX_USER_ID_BYTES + 1 && long.starts_with(kept));
+        assert!(s.others.iter().all(|o| o.len() <= MAX_USER_ID_BYTES + 1));
     }
 }

@@ -86,7 +86,7 @@ pub async fn run(
     let census = census(&mut remote.spill, &listed, &signals)?;
     let mut rows = Spill::default();
     let (ledger_rows, with_user_id) = spill_ledger(&ledger, &config.service_id, &mut rows)?;
-    let held_back = held_back(config, census.usable, with_user_id, listed.total);
+    let held_back = held_back(config, &census, with_user_id, listed.total);
     let fix = config.fix && held_back.is_none();
     let mut findings = Findings {
         service_id: config.service_id.clone(),
@@ -122,18 +122,24 @@ pub async fn run(
 
 /// Why `--fix` must not act on this list without `--force`, if it must not. An empty list for a
 /// ledger full of UserIDs is more likely a broken answer than a service whose users were all
-/// deleted: fixing on it would clear every UserID. A list that states no count cannot show that
-/// it is complete: a cut-short answer would look like users deleted.
+/// deleted: fixing on it would clear every UserID. A list that states no count, or one below what
+/// it holds, cannot show that it is complete: a cut-short answer would look like users deleted.
 fn held_back(
     config: &ReconcileConfig,
-    listed_users: u64,
+    census: &Census,
     with_user_id: u64,
     total: Option<u64>,
 ) -> Option<String> {
     if !config.fix || config.force {
         return None;
     }
-    if listed_users == 0 && with_user_id > 0 {
+    if let Some(total) = total.filter(|t| *t < census.distinct) {
+        return Some(format!(
+            "the user list holds {} users but says there are {total}: it contradicts itself, so --fix changed nothing; --fix --force applies these fixes anyway",
+            census.distinct
+        ));
+    }
+    if census.usable == 0 && with_user_id > 0 {
         return Some(format!(
             "the user list is empty but the ledger holds {with_user_id} UserIDs for this service: --fix changed nothing; --fix --force would mark those {with_user_id} rows retry (their UserIDs kept in the history) so that the next import registers them again"
         ));
@@ -170,6 +176,8 @@ impl ListSink for Remote {
 /// How many ids the list names, and how many of them with one well-formed UserID.
 struct Census {
     usable: u64,
+    /// Distinct ids listed.
+    distinct: u64,
 }
 
 /// Counts the list's distinct ids; a list that skipped malformed entries, or holds fewer
@@ -196,7 +204,7 @@ fn census(spill: &mut Spill, listed: &Listed, signals: &Signals) -> Result<Censu
             total,
         });
     }
-    Ok(Census { usable })
+    Ok(Census { usable, distinct })
 }
 
 /// The service's user list, streamed into `remote`, or why it cannot be had.

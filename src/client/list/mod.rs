@@ -23,10 +23,14 @@ use split::{Piece, SplitError, Splitter};
 pub use split::MAX_ENTRY_BYTES;
 
 /// The most entries a list may have: far beyond any service (the largest we plan for holds ten
-/// million users), and a bound on the temporary files an endless answer could fill.
+/// million users, about 1 GB of list).
 pub const MAX_ENTRIES: u64 = 50_000_000;
-/// A list must bring at least this much in every window of [`MIN_WINDOW`] (or `--timeout`, if
-/// longer): a link as slow as 1 KB/s passes, a server that trickles a byte at a time does not.
+/// The most bytes a list may have: what it keeps on disk is bounded by this (a list of 64 KiB
+/// entries, or of padding, brings few entries for many bytes).
+pub const MAX_BYTES: u64 = 8 << 30;
+/// A list must bring at least this much, and an entry, in every window of [`MIN_WINDOW`] (or
+/// `--timeout`, if longer): a link as slow as 1 KB/s passes; a server that trickles a byte at a
+/// time, or streams padding or a string that never ends, does not.
 const MIN_BYTES_PER_WINDOW: usize = 64 * 1024;
 /// The shortest window of that rule.
 const MIN_WINDOW: Duration = Duration::from_secs(60);
@@ -120,7 +124,7 @@ impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
                 Ok(None) => break,
                 Err(e) => return cut_off(status, &e),
             };
-            if let Err(why) = pace.took(chunk.len()) {
+            if let Err(why) = pace.took(chunk.len(), listed.entries + listed.malformed) {
                 return Step::Done(Err(ListError::Other(why)));
             }
             let mut each = |piece: Piece<'_>| take(piece, &mut listed, self.sink, secrets);
@@ -129,9 +133,10 @@ impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
                 Ok(ControlFlow::Break(())) => return Step::Done(Err(ListError::Abandoned)),
                 Err(e) => return Step::Done(Err(unreadable(&e))),
             }
-            if listed.entries + listed.malformed > MAX_ENTRIES {
+            if listed.entries + listed.malformed > MAX_ENTRIES || pace.total > MAX_BYTES {
                 return Step::Done(Err(ListError::Other(format!(
-                    "the user list goes on past {MAX_ENTRIES} entries: refused as endless"
+                    "the user list goes on past {MAX_ENTRIES} entries or {} GiB: refused as endless",
+                    MAX_BYTES >> 30
                 ))));
             }
         }
@@ -151,6 +156,10 @@ struct Pace {
     window: Duration,
     since: std::time::Instant,
     bytes: usize,
+    /// Entries seen when the window began.
+    items: u64,
+    /// Bytes of the whole list.
+    total: u64,
 }
 
 impl Pace {
@@ -159,25 +168,31 @@ impl Pace {
             window,
             since: std::time::Instant::now(),
             bytes: 0,
+            items: 0,
+            total: 0,
         }
     }
 
-    /// Counts `bytes` more; says why the list is given up if a whole window brought too few.
-    fn took(&mut self, bytes: usize) -> Result<(), String> {
+    /// Counts `bytes` more, with `items` entries so far; says why the list is given up if a whole
+    /// window brought too few bytes or no entry.
+    fn took(&mut self, bytes: usize, items: u64) -> Result<(), String> {
         self.bytes = self.bytes.saturating_add(bytes);
+        self.total = self.total.saturating_add(bytes as u64);
         if self.since.elapsed() < self.window {
             return Ok(());
         }
-        if self.bytes < MIN_BYTES_PER_WINDOW {
+        if self.bytes < MIN_BYTES_PER_WINDOW || items == self.items {
             return Err(format!(
-                "the user list came too slowly ({} bytes in {:.0?}, under {} KiB a minute)",
+                "the user list came too slowly ({} bytes and {} entries in {:.0?}; it must bring {} KiB and an entry a minute)",
                 self.bytes,
+                items - self.items,
                 self.since.elapsed(),
                 MIN_BYTES_PER_WINDOW / 1024
             ));
         }
         self.since = std::time::Instant::now();
         self.bytes = 0;
+        self.items = items;
         Ok(())
     }
 }
@@ -291,14 +306,22 @@ mod tests {
     #[test]
     fn a_list_must_keep_coming() {
         let mut pace = Pace::new(Duration::from_millis(50));
-        assert!(pace.took(10).is_ok());
+        assert!(pace.took(10, 1).is_ok());
         std::thread::sleep(Duration::from_millis(60));
-        let why = pace.took(10).expect_err("20 bytes in 60 ms");
+        let why = pace.took(10, 2).expect_err("20 bytes in 60 ms");
         assert!(why.contains("20 bytes"), "{why}");
+        // Bytes enough, but no entry: padding, or a string that never ends.
         let mut pace = Pace::new(Duration::from_millis(50));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(pace.took(MIN_BYTES_PER_WINDOW).is_ok());
-        assert!(pace.took(1).is_ok(), "a new window starts");
+        let why = pace
+            .took(MIN_BYTES_PER_WINDOW, 0)
+            .expect_err("no entry in 60 ms");
+        assert!(why.contains("0 entries"), "{why}");
+        let mut pace = Pace::new(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(pace.took(MIN_BYTES_PER_WINDOW, 3).is_ok());
+        assert!(pace.took(1, 3).is_ok(), "a new window starts");
+        assert_eq!(pace.total, MIN_BYTES_PER_WINDOW as u64 + 1);
     }
 
     #[test]
@@ -309,10 +332,11 @@ mod tests {
             &br#"{"id":"uid-hunter2","id_in_service":"a"}"#[..],
             br#"{"id":"","id_in_service":"b"}"#,
             br#"{"id":"u","id_in_service":"c"}"#,
+            br#"{"id":"v","id_in_service":"d-hunter2"}"#,
         ] {
             let _ = take(Piece::Entry(entry), &mut listed, &mut kept, &secrets);
         }
-        assert_eq!((listed.entries, listed.malformed), (1, 2));
+        assert_eq!((listed.entries, listed.malformed), (1, 3));
         let ids: Vec<&str> = kept.0.iter().map(|u| u.id_in_service.as_str()).collect();
         assert_eq!(ids, ["c"]);
     }
