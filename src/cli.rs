@@ -152,6 +152,18 @@ pub enum Command {
     /// Import the bundled sample into a built-in simulator, twice, to show what a run looks like.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo,
+    /// Print a shell completion script, e.g. `completions bash > ~/.local/share/bash-completion/completions/verigator-sync`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), with every subcommand, the exit codes and the environment, e.g. `man | man -l -`.
+    Man,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 const IMPORT_EXAMPLES: &str = "\

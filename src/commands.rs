@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use crate::cli::{ExportArgs, ImportArgs, ReconcileArgs, SimulateArgs, StatusArgs};
+use crate::cli::{
+    CompletionsArgs, ExportArgs, ImportArgs, ReconcileArgs, SimulateArgs, StatusArgs,
+};
 use crate::config::ReconcileConfig;
 use crate::config::{ConfigError, ImportConfig};
 use crate::import::{self, ImportError};
@@ -207,6 +209,26 @@ pub fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
 }
 
 /// `simulate`.
+/// `completions SHELL`: the completion script on stdout.
+pub fn completions(args: &CompletionsArgs) -> Result<u8, Error> {
+    crate::manual::completions(args.shell, &mut std::io::stdout().lock()).map_err(|source| {
+        Error::Io {
+            what: "writing the completion script".into(),
+            source,
+        }
+    })?;
+    Ok(crate::exit::OK)
+}
+
+/// `man`: the man page on stdout.
+pub fn man() -> Result<u8, Error> {
+    crate::manual::man(&mut std::io::stdout().lock()).map_err(|source| Error::Io {
+        what: "writing the man page".into(),
+        source,
+    })?;
+    Ok(crate::exit::OK)
+}
+
 pub fn simulate(args: SimulateArgs) -> Result<u8, Error> {
     let listen = loopback(args.listen)?;
     let config = SimConfig {

@@ -39,6 +39,7 @@ pub mod import;
 pub mod input;
 pub mod ledger;
 pub mod listing;
+pub mod manual;
 pub mod phone;
 pub mod reconcile;
 pub mod report;

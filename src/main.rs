@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => commands::reconcile(args),
         Command::Simulate(args) => commands::simulate(args),
         Command::Demo => demo::run(),
+        Command::Completions(args) => commands::completions(&args),
+        Command::Man => commands::man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -539,3 +539,69 @@ fn help_teaches_and_colour_follows_the_terminal_and_no_color() {
     assert!(!help(&["--help"], true).contains(&0x1b));
     assert!(help(&["--color", "always", "--help"], false).contains(&0x1b));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_itself() {
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        let out = env.cmd().args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("text")
+    };
+    let bash = run(&["completions", "bash"]);
+    // The function that bash calls, and its registration for the command.
+    assert!(bash.contains("_verigator__sync() {"), "{bash}");
+    assert!(
+        bash.lines().any(
+            |l| l.trim_start().starts_with("complete -F _verigator__sync")
+                && l.ends_with(" verigator-sync")
+        ),
+        "{bash}"
+    );
+    assert!(bash.contains("--dry-run"), "the options are completed");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(
+            run(&["completions", shell]).contains("verigator-sync"),
+            "{shell}"
+        );
+    }
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.starts_with(".TH"),
+        "{}",
+        &page[..80]
+    );
+    for sub in [
+        "import",
+        "status",
+        "export",
+        "reconcile",
+        "simulate",
+        "demo",
+        "completions",
+    ] {
+        assert!(
+            page.contains(&format!(".SH \"VERIGATOR\\-SYNC {}\"", sub.to_uppercase())),
+            "no section for {sub}"
+        );
+    }
+    for needed in [
+        "\\-\\-dry\\-run",
+        "EXIT STATUS",
+        "VERIGATOR_PASSWORD",
+        "HTTPS_PROXY",
+    ] {
+        assert!(page.contains(needed), "the man page lacks {needed}");
+    }
+    // An unknown shell is a usage error.
+    let out = env
+        .cmd()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+}
