@@ -13,7 +13,10 @@ use crate::exit;
 /// Writes the completion script for `shell`.
 pub fn completions(shell: Shell, out: &mut dyn Write) -> io::Result<()> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "verigator-sync", out);
+    // Into a buffer first: `generate` drops write errors, and a full disk must not pass unseen.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "verigator-sync", &mut script);
+    out.write_all(&script)?;
     out.flush()
 }
 
