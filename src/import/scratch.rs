@@ -5,6 +5,7 @@
 //! spills to a file that is deleted when the run ends.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use rusqlite::{Connection, params};
 use thiserror::Error;
@@ -50,10 +51,11 @@ impl NewIds {
         phone: &str,
     ) -> Result<Option<(u64, String)>, ScratchError> {
         match self {
-            NewIds::Memory(map) => match map.get(id) {
-                Some(first) => Ok(Some(first.clone())),
-                None => {
-                    map.insert(id.to_string(), (line, phone.to_string()));
+            // One hash of the id: the planner calls this for every new id it sends.
+            NewIds::Memory(map) => match map.entry(id.to_string()) {
+                Entry::Occupied(first) => Ok(Some(first.get().clone())),
+                Entry::Vacant(slot) => {
+                    slot.insert((line, phone.to_string()));
                     Ok(None)
                 }
             },
