@@ -3,7 +3,8 @@
 
 /// Every row of the input is now `synced` or `present` in the ledger.
 pub const OK: u8 = 0;
-/// The run finished, but some rows are not synced or present (failed, invalid, retry, changed, …).
+/// The run finished, but some rows are not synced or present (failed, invalid, retry, changed, …),
+/// or `--prune` deleted nothing or not everything it should have.
 pub const INCOMPLETE: u8 = 1;
 /// Usage, configuration or input error; nothing was sent. clap's own usage errors use it too.
 pub const USAGE: u8 = 2;

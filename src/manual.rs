@@ -82,7 +82,7 @@ pub fn man(out: &mut dyn Write) -> io::Result<()> {
         ),
         (
             exit::INCOMPLETE,
-            "the run finished, but some rows are not (the warnings or --report say why)",
+            "the run finished, but some rows are not (the warnings or --report say why), or --prune deleted nothing (the limit, an unreadable id)",
         ),
         (
             exit::USAGE,

@@ -233,6 +233,7 @@ fn json_summary_has_exactly_the_documented_keys() {
         keys,
         [
             "changed",
+            "deleted",
             "duplicate",
             "elapsed_s",
             "exit_code",
@@ -240,6 +241,7 @@ fn json_summary_has_exactly_the_documented_keys() {
             "invalid",
             "pending",
             "present",
+            "prune_refused",
             "replaced",
             "resolved",
             "retry",

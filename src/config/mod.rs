@@ -7,6 +7,7 @@
 
 mod pace;
 mod proxy;
+mod prune;
 mod secret;
 mod values;
 
@@ -21,6 +22,7 @@ use crate::cli::{ApiArgs, ImportArgs};
 use pace::{Pace, timeout};
 
 pub use proxy::Proxy;
+pub use prune::{DEFAULT_MAX_DELETE, MaxDelete};
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
 pub use values::{base_url, delimiter, not_the_input, not_the_ledger, region, service_id};
 
@@ -105,6 +107,24 @@ pub struct Mode {
     pub retry_failed: bool,
     /// Replace users whose phone changed.
     pub apply_changes: bool,
+    /// `--prune`: after the whole file, delete the users not in it, at most this many.
+    pub prune: Option<MaxDelete>,
+}
+
+impl Mode {
+    fn from_args(args: &ImportArgs) -> Result<Mode, ConfigError> {
+        Ok(Mode {
+            dry_run: args.dry_run,
+            limit: args.limit,
+            retry_failed: args.retry_failed,
+            apply_changes: args.apply_changes,
+            prune: match (args.prune, args.max_delete.as_deref()) {
+                (false, _) => None,
+                (true, None) => Some(DEFAULT_MAX_DELETE),
+                (true, Some(limit)) => Some(MaxDelete::parse(limit)?),
+            },
+        })
+    }
 }
 
 /// Everything one `import` needs.
@@ -226,7 +246,7 @@ pub enum ConfigError {
     #[error("--default-region {0:?} is not an ISO 3166 country code such as EE or GB")]
     BadRegion(String),
     /// An unknown status in a filter.
-    #[error("--status {0:?}: use synced, present, failed or retry")]
+    #[error("--status {0:?}: use synced, present, failed, retry or deleted")]
     BadStatus(String),
 }
 
@@ -288,6 +308,7 @@ impl ImportConfig {
         // A plan sends nothing, so it needs no credentials.
         missing_settings(args.api.service_id.as_deref(), !args.dry_run)?;
         let pace = Pace::from_args(&args)?;
+        let mode = Mode::from_args(&args)?;
         check_report(&args)?;
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin
@@ -332,12 +353,7 @@ impl ImportConfig {
             } else {
                 crate::report::progress::LINE_EVERY
             },
-            mode: Mode {
-                dry_run: args.dry_run,
-                limit: args.limit,
-                retry_failed: args.retry_failed,
-                apply_changes: args.apply_changes,
-            },
+            mode,
             report: args.report,
             verbosity,
         })

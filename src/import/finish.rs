@@ -79,18 +79,15 @@ impl Run<'_> {
             Some(ledger) => Some(ledger),
             None => Ledger::open_for_plan(&config.ledger)?,
         };
-        let unresolved = match self.finish(ledger.as_mut(), client, (stop, signals)).await {
+        let input_broke = input_error.is_some();
+        let wound = self
+            .wind_up(ledger.as_mut(), input_broke, client, (stop, signals))
+            .await;
+        let unresolved = match wound {
             Ok(unresolved) => unresolved,
             Err(e) if config.mode.dry_run => return self.fail(None, e.into(), started),
             Err(e) => return self.fail(ledger, ImportError::Recording(e), started),
         };
-        if let Some(why) = client.outage() {
-            self.abort(why.to_string());
-        }
-        // A signal in any phase (the user list, the last commit) makes the run interrupted.
-        if signals.count() > 0 {
-            self.abort("interrupted by a signal".into());
-        }
         self.progress.finish();
         let input_error =
             input_error.filter(|e| !self.is_late(format!("the input broke part-way: {e}")));
@@ -124,6 +121,37 @@ impl Run<'_> {
         }
     }
 
+    /// The run's last requests: the UserIDs still unknown, then `--prune`. Returns how many rows
+    /// of other inputs still lack a UserID.
+    async fn wind_up(
+        &mut self,
+        mut ledger: Option<&mut Ledger>,
+        input_broke: bool,
+        client: &Client,
+        (stop, signals): (&Stop, &Signals),
+    ) -> Result<u64, LedgerError> {
+        let unresolved = self
+            .finish(ledger.as_deref_mut(), client, (stop, signals))
+            .await?;
+        self.note_stops(client, signals);
+        if let Some(limit) = self.config.mode.prune {
+            self.prune(ledger, limit, input_broke, client, stop).await?;
+            self.note_stops(client, signals);
+        }
+        Ok(unresolved)
+    }
+
+    /// An outage or a signal, in any phase (the user list, the last commit, a prune), makes the
+    /// run aborted.
+    fn note_stops(&mut self, client: &Client, signals: &Signals) {
+        if let Some(why) = client.outage() {
+            self.abort(why.to_string());
+        }
+        if signals.count() > 0 {
+            self.abort("interrupted by a signal".into());
+        }
+    }
+
     /// Whether a failure comes after requests were sent: then it aborts the run (which still ends
     /// with its summary), and `why` says so. Before any request, it is a usage error.
     fn is_late(&mut self, why: String) -> bool {
@@ -154,6 +182,7 @@ impl Run<'_> {
             unresolved_elsewhere,
             elapsed: started.elapsed(),
             aborted: self.aborted.clone(),
+            prune_refused: self.prune_refused,
         }
     }
 

@@ -10,12 +10,14 @@
 //! - `plan.rs`: the ledger filter.
 //! - `send.rs`: one row's requests and what their answers mean.
 //! - `finish.rs`: the end of the run: resolving UserIDs, the summary, the run record.
+//! - `prune.rs`: `--prune`, the users not in the file deleted at the end.
 //! - `scratch.rs`: where the new ids of a dry run are kept, off the heap.
 //! - `seen.rs`: the ledger rows this input has had, and the line of each one's first occurrence.
 
 mod event_loop;
 mod finish;
 mod plan;
+mod prune;
 mod rows;
 mod scratch;
 mod seen;
@@ -177,6 +179,10 @@ struct Run<'a> {
     finished: u64,
     /// Of those, rows answered by the API (the progress display's pace).
     answered: u64,
+    /// The first line whose id could not be read at all: `--prune` then deletes nothing.
+    unreadable: Option<u64>,
+    /// `--prune` was given and deleted nothing because a safety rule forbade it.
+    prune_refused: bool,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
     /// when their UserID is still unknown.
     changed: std::collections::HashSet<String>,
@@ -236,6 +242,8 @@ impl<'a> Run<'a> {
             unrecorded: 0,
             finished: 0,
             answered: 0,
+            unreadable: None,
+            prune_refused: false,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };

@@ -114,6 +114,17 @@ impl Planner {
         self.seen.line(rowid)
     }
 
+    /// Notes that a row rejected for another field than its id named the ledger row `rowid`: it
+    /// is in the file for `--prune`.
+    pub fn mention(&mut self, rowid: i64) {
+        self.seen.mention(rowid);
+    }
+
+    /// Whether this run's input had the ledger row `rowid` (valid or not): `--prune` leaves it.
+    pub fn in_file(&self, rowid: i64) -> bool {
+        self.seen.in_file(rowid)
+    }
+
     /// Notes that the next lookups saw at least the first `commits` commits: the new ids those
     /// hold are found by lookup from now on, so `pending` lets go of them.
     pub fn visible(&mut self, commits: u64) {
@@ -185,7 +196,8 @@ impl Planner {
                 );
                 keep(user, Outcome::Skipped, Some(reason), false)
             }
-            (Status::Failed | Status::Retry, _) => Decision::Send(Job {
+            // Deleted by `--prune` and back in the file: registered again.
+            (Status::Failed | Status::Retry | Status::Deleted, _) => Decision::Send(Job {
                 last_sent: (entry.status == Status::Retry && !same_phone)
                     .then_some(entry.phone_number),
                 line,

@@ -48,7 +48,7 @@ impl Run<'_> {
             return;
         }
         if let Some(report) = &mut self.report
-            && let Err(e) = report.write(line, id, phone, outcome, reason.unwrap_or_default())
+            && let Err(e) = report.write(Some(line), id, phone, outcome, reason.unwrap_or_default())
         {
             self.report_failure.get_or_insert(e);
             self.report = None;
@@ -105,6 +105,13 @@ impl Run<'_> {
         let line = record.line;
         let user = match record.row {
             Row::Invalid(r) => {
+                match (&entry, &r.key) {
+                    (Some(entry), _) => self.planner.mention(entry.rowid),
+                    (None, Some(_)) => {}
+                    (None, None) => {
+                        self.unreadable.get_or_insert(line);
+                    }
+                }
                 self.note(
                     line,
                     &r.id_in_service,

@@ -34,6 +34,9 @@ enum Block {
 pub struct Seen {
     blocks: Vec<Block>,
     phones: HashMap<i64, String>,
+    /// One bit per rowid: rows named only by rows rejected for another field (their id could be
+    /// read). They are in the file for `--prune`, but no line of theirs is a first occurrence.
+    mentioned: Vec<u64>,
 }
 
 impl Seen {
@@ -55,6 +58,28 @@ impl Seen {
             }
             Block::Far(lines) => (lines[slot] != 0).then(|| u64::from(lines[slot])),
         }
+    }
+
+    /// Notes that a rejected row named the ledger row `rowid`.
+    pub fn mention(&mut self, rowid: i64) {
+        let Ok(bit) = usize::try_from(rowid) else {
+            return;
+        };
+        let word = bit / 64;
+        if self.mentioned.len() <= word {
+            self.mentioned.resize(word + 1, 0);
+        }
+        self.mentioned[word] |= 1 << (bit % 64);
+    }
+
+    /// Whether the input had the ledger row `rowid`, valid or not.
+    pub fn in_file(&self, rowid: i64) -> bool {
+        let mentioned = usize::try_from(rowid).is_ok_and(|bit| {
+            self.mentioned
+                .get(bit / 64)
+                .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+        });
+        mentioned || self.line(rowid).is_some()
     }
 
     /// Notes that `rowid` was first seen at `line` with `phone`.
@@ -143,5 +168,22 @@ mod tests {
         assert_eq!(seen.line(999_999), None);
         assert_eq!(seen.line(-1), None);
         assert_eq!(seen.line(50_000_000), None);
+    }
+
+    #[test]
+    fn rows_mentioned_by_rejected_rows_are_in_the_file_without_a_line() {
+        let mut seen = Seen::default();
+        seen.mark(3, 7, "p", "p");
+        seen.mention(130);
+        seen.mention(-4);
+        assert!(seen.in_file(3) && seen.in_file(130));
+        assert_eq!(
+            seen.line(130),
+            None,
+            "a rejected row is no first occurrence"
+        );
+        for rowid in [-4, 0, 4, 129, 131, 100_000] {
+            assert!(!seen.in_file(rowid), "{rowid}");
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct Rejected {
     pub phone_number: String,
     /// Why it was rejected, without the phone number (reasons reach logs).
     pub reason: String,
+    /// The id exactly as a valid row would carry it, when it could be read (only the phone, say,
+    /// was wrong): the row still counts as in the file for `--prune`. `None` when the row is
+    /// broken before its id (wrong field count, cut, not UTF-8, empty, unprintable).
+    pub key: Option<String>,
 }
 
 /// One data row of the file.
@@ -279,6 +283,15 @@ fn headers(csv: &mut csv::Reader<Stream>, name: &str) -> Result<Vec<String>, Inp
     Ok(headers)
 }
 
+/// A `--report` row of `--prune` (outcome `delete` or `deleted`, no line).
+fn is_prune_row(record: &ByteRecord) -> bool {
+    let outcome = ROW_REPORT_HEADER
+        .iter()
+        .position(|h| *h == "outcome")
+        .and_then(|i| record.get(i));
+    matches!(outcome, Some(b"delete" | b"deleted"))
+}
+
 fn csv_error(name: &str, line: u64, e: csv::Error) -> InputError {
     let source = match e.into_kind() {
         csv::ErrorKind::Io(io) => io,
@@ -313,6 +326,10 @@ impl Reader {
                     let cut = start.is_some_and(|s| s.cut);
                     // A blank line (CRLF: one field holding "\r") is not a row.
                     if !cut && self.record.iter().all(|f| f.trim_ascii().is_empty()) {
+                        continue;
+                    }
+                    // A report's prune rows are about users not in the file: not rows to import.
+                    if self.from_report && !cut && is_prune_row(&self.record) {
                         continue;
                     }
                     let row = if cut {
@@ -393,6 +410,7 @@ mod tests {
                         id_in_service: "multi\\u{a}line".into(),
                         phone_number: "+37266666666".into(),
                         reason: "id_in_service contains the control character U+000A; ids must be printable".into(),
+                        key: None,
                     })
                 ),
                 (5, user("next", "+37277777777")),

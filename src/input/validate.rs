@@ -22,6 +22,7 @@ impl Reader {
                 "the row is longer than {} MiB (an unterminated quote?); it was not read whole",
                 MAX_RECORD_BYTES / (1024 * 1024)
             ),
+            key: None,
         })
     }
 
@@ -29,13 +30,15 @@ impl Reader {
     pub(super) fn validate(&self) -> Row {
         let id = self.record.get(self.id_index).unwrap_or_default();
         let phone = self.record.get(self.phone_index).unwrap_or_default();
-        let reject = |reason: String| {
+        let reject_with = |reason: String, key: Option<&str>| {
             Row::Invalid(Rejected {
                 id_in_service: shown(id),
                 phone_number: shown(phone),
                 reason,
+                key: key.map(str::to_string),
             })
         };
+        let reject = |reason: String| reject_with(reason, None);
         if self.record.len() != self.width {
             return reject(format!(
                 "has {} fields, the header has {}",
@@ -47,16 +50,8 @@ impl Reader {
             Ok(id) => id,
             Err(reason) => return reject(reason),
         };
-        let phone = match text_field(phone, "phone_number") {
-            Ok(p) => p,
-            Err(reason) => return reject(reason),
-        };
         // The one quote `--report` put before a cell a spreadsheet would run as a formula.
-        let (id, phone) = if self.from_report {
-            (unguard(id), unguard(phone))
-        } else {
-            (id, phone)
-        };
+        let id = if self.from_report { unguard(id) } else { id };
         if id.is_empty() {
             return reject("id_in_service is empty".into());
         }
@@ -67,12 +62,17 @@ impl Reader {
                 u32::from(c)
             ));
         }
+        let phone = match text_field(phone, "phone_number") {
+            Ok(p) if self.from_report => unguard(p),
+            Ok(p) => p,
+            Err(reason) => return reject_with(reason, Some(id)),
+        };
         match normalize_phone(phone, self.region) {
             Ok(phone_number) => Row::User(User {
                 id_in_service: id.to_string(),
                 phone_number,
             }),
-            Err(reason) => reject(reason),
+            Err(reason) => reject_with(reason, Some(id)),
         }
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{ExportError, Ledger, LedgerError, WITH_FIXES, now, sqlite};
+use super::{ExportError, Ledger, LedgerError, WITH_DELETIONS, WITH_FIXES, now, sqlite};
 
 /// One entry of the history, as `export --history` lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -14,13 +14,13 @@ pub struct HistoryRow {
     pub service_id: String,
     /// The user's id in the customer's service.
     pub id_in_service: String,
-    /// `replaced`, or the kind of reconcile's fix.
+    /// `replaced`, `deleted` (by `--prune`), or the kind of reconcile's fix.
     pub kind: String,
     /// The UserID before.
     pub old_user_id: Option<String>,
     /// The UserID after (none once cleared, or while a replacement is unfinished).
     pub new_user_id: Option<String>,
-    /// The phone before (replacements only).
+    /// The phone before (replacements and deletions).
     pub old_phone: Option<String>,
     /// The phone after (replacements only).
     pub new_phone: Option<String>,
@@ -35,6 +35,8 @@ pub struct HistoryCounts {
     pub replaced: u64,
     /// Rows changed by `reconcile --fix`.
     pub fixed: u64,
+    /// Users deleted by `import --prune`.
+    pub deleted: u64,
 }
 
 impl Ledger {
@@ -159,6 +161,11 @@ impl Ledger {
             } else {
                 0
             },
+            deleted: if self.schema >= WITH_DELETIONS {
+                count("SELECT count(*) FROM deletions WHERE service_id = ?1")?
+            } else {
+                0
+            },
         })
     }
 
@@ -175,10 +182,18 @@ impl Ledger {
         } else {
             ""
         };
+        let deletions = if self.schema >= WITH_DELETIONS {
+            "UNION ALL
+             SELECT service_id, id_in_service, 'deleted', user_id, NULL, phone_number, NULL, deleted_at
+             FROM deletions WHERE ?1 IS NULL OR service_id = ?1"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT service_id, id_in_service, 'replaced', old_user_id, new_user_id, old_phone, new_phone, started_at AS at
              FROM replacements WHERE ?1 IS NULL OR service_id = ?1
              {fixes}
+             {deletions}
              ORDER BY at"
         );
         let ledger = |e| ExportError::Ledger(sqlite(&self.path, e));
@@ -257,7 +272,8 @@ mod tests {
             l.history_counts("s").expect("counts"),
             HistoryCounts {
                 replaced: 0,
-                fixed: 3
+                fixed: 3,
+                deleted: 0
             }
         );
     }

@@ -23,7 +23,8 @@ pub const LANES: usize = 2;
 pub struct Looked {
     /// The records, in file order.
     pub records: Vec<Record>,
-    /// What the ledger held for each record's id, by position; `None` for invalid rows.
+    /// What the ledger held for each record's id, by position; `None` for rows whose id could not
+    /// be read.
     pub found: Vec<Option<Entry>>,
     /// This lookup, and every later one, saw at least the writer's first `visible` commits
     /// ([`super::writer::Writer::commits`]).
@@ -137,7 +138,8 @@ fn look_up(
         .enumerate()
         .filter_map(|(i, r)| match &r.row {
             Row::User(user) => Some((i, user.id_in_service.as_str())),
-            Row::Invalid(_) => None,
+            // Looked up too: a row whose id could be read is in the file for `--prune`.
+            Row::Invalid(r) => r.key.as_deref().map(|key| (i, key)),
         })
         .unzip();
     for (i, entry) in at.into_iter().zip(ledger.lookup_chunk(service_id, &ids)?) {

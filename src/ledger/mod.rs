@@ -7,6 +7,7 @@
 //! - `runs.rs`: the runs table and the counts a run ends with.
 //! - `history.rs`: what was replaced, kept before it is lost.
 //! - `resolve.rs`: UserIDs learned after the fact (the user list, reconcile's fixes).
+//! - `prune.rs`: the users `import --prune` deletes, found and recorded.
 //! - `read.rs`: lookups, counts and the export's iteration.
 //! - `writer.rs` and `lookup.rs`: the two thread stages that own connections.
 
@@ -14,6 +15,7 @@ mod find;
 mod history;
 mod lock;
 pub mod lookup;
+mod prune;
 mod read;
 mod resolve;
 mod runs;
@@ -31,6 +33,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use history::{HistoryCounts, HistoryRow};
+pub use prune::Prunable;
 pub use read::{Entry, ExportError, ServiceCounts, Unresolved, UserRow};
 pub use runs::{RunCounts, RunRecord};
 pub use write::{BATCH_ROWS_BEHIND, Change};
@@ -38,17 +41,20 @@ pub use write::{BATCH_ROWS_BEHIND, Change};
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
 /// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../migrations/0001_ledger.sql"),
     include_str!("../../migrations/0002_replacements.sql"),
     include_str!("../../migrations/0003_unresolved_index.sql"),
     include_str!("../../migrations/0004_fixes.sql"),
+    include_str!("../../migrations/0005_deleted.sql"),
 ];
 /// The oldest schema that read-only commands (`status`, `export`, a dry run) can use: 3 only adds
 /// an index, and what 4 adds (the `fixes` table, the runs' `unresolved`) reads as empty before it.
 const READABLE_FROM: i64 = 2;
 /// The schema that has the `fixes` table and the runs' `unresolved` column.
 const WITH_FIXES: i64 = 4;
+/// The schema that has the `deleted` status, the `deletions` table and the runs' `deleted` column.
+const WITH_DELETIONS: i64 = 5;
 /// How long `status`/`export` wait for a writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,15 +70,19 @@ pub enum Status {
     Failed,
     /// A transient failure outlasted the attempts; the next run sends it again.
     Retry,
+    /// Deleted at Verigator by `import --prune` (the user left the source); the UserID it had is
+    /// in the history. Registered again if it comes back.
+    Deleted,
 }
 
 impl Status {
     /// All statuses, in display order.
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
         Status::Synced,
         Status::Present,
         Status::Failed,
         Status::Retry,
+        Status::Deleted,
     ];
 
     /// The name stored in the ledger.
@@ -82,6 +92,7 @@ impl Status {
             Status::Present => "present",
             Status::Failed => "failed",
             Status::Retry => "retry",
+            Status::Deleted => "deleted",
         }
     }
 
@@ -510,8 +521,9 @@ pub(crate) mod tests {
         let (dir, l) = ledger();
         l.conn
             .execute_batch(
-                "DROP INDEX users_unresolved; DROP TABLE fixes;
-                 ALTER TABLE runs DROP COLUMN unresolved; PRAGMA user_version = 2;",
+                "DROP INDEX users_unresolved; DROP TABLE fixes; DROP TABLE deletions;
+                 ALTER TABLE runs DROP COLUMN unresolved; ALTER TABLE runs DROP COLUMN deleted;
+                 PRAGMA user_version = 2;",
             )
             .expect("downgrade to schema 2");
         drop(l);
@@ -522,6 +534,11 @@ pub(crate) mod tests {
                 .expect("unresolved")
                 .is_empty()
         );
+        assert_eq!(
+            old.history_counts("s").expect("history"),
+            HistoryCounts::default()
+        );
+        assert!(old.runs(None, 5).expect("runs").is_empty());
         drop(old);
         let l = Ledger::open_for_import(&path).expect("upgrade");
         let (version, indexed): (i64, i64) = l

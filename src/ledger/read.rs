@@ -70,7 +70,8 @@ impl Ledger {
 
     /// Hands every row of a service to `each` as `(id_in_service, status, user_id)`, in the
     /// table's own order, until `each` breaks: how `reconcile` reads its side. One statement, so
-    /// one consistent snapshot.
+    /// one consistent snapshot. `deleted` rows are left out: their users are meant to be gone,
+    /// and one that is listed again is not the ledger's.
     pub fn for_each_known(
         &self,
         service_id: &str,
@@ -81,7 +82,8 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id_in_service, status, user_id FROM users NOT INDEXED WHERE service_id = ?1",
+                "SELECT id_in_service, status, user_id FROM users NOT INDEXED
+                 WHERE service_id = ?1 AND status <> 'deleted'",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params![service_id]).map_err(|e| self.err(e))?;
@@ -127,6 +129,7 @@ impl Ledger {
                     c.present_without_user_id = missing;
                 }
                 Some(Status::Failed) => c.failed = n,
+                Some(Status::Deleted) => c.deleted = n,
                 Some(Status::Retry) | None => c.retry += n,
             }
         }
@@ -237,6 +240,8 @@ pub struct ServiceCounts {
     pub failed: u64,
     /// Rows to retry.
     pub retry: u64,
+    /// Rows whose users `import --prune` deleted at Verigator.
+    pub deleted: u64,
     /// History: users replaced by `--apply-changes` (their old UserIDs are kept).
     pub replaced: u64,
     /// History: rows changed by `reconcile --fix` (the values overwritten are kept).

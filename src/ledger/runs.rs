@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, WITH_FIXES, now};
+use super::{Ledger, LedgerError, WITH_DELETIONS, WITH_FIXES, now};
 
 impl Ledger {
     /// Starts a run in the runs table (committed at once, so `status` shows it while it runs).
@@ -31,7 +31,8 @@ impl Ledger {
             .execute(
                 "UPDATE runs SET finished_at = ?2, rows = ?3, skipped = ?4, sent = ?5, synced = ?6,
                     present = ?7, failed = ?8, invalid = ?9, retry = ?10, duplicate = ?11, changed = ?12,
-                    resolved = ?13, exit_code = ?14, pending = ?15, replaced = ?16, unresolved = ?17
+                    resolved = ?13, exit_code = ?14, pending = ?15, replaced = ?16, unresolved = ?17,
+                    deleted = ?18
                  WHERE id = ?1",
                 params![
                     run_id,
@@ -50,7 +51,8 @@ impl Ledger {
                     exit_code,
                     counts.pending,
                     counts.replaced,
-                    counts.unresolved
+                    counts.unresolved,
+                    counts.deleted
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -69,12 +71,17 @@ impl Ledger {
         } else {
             "0"
         };
+        let deleted = if self.schema >= WITH_DELETIONS {
+            "deleted"
+        } else {
+            "0"
+        };
         let mut stmt = self
             .conn
             .prepare(&format!(
                 "SELECT id, service_id, input, pid, started_at, finished_at, rows, skipped, sent, synced,
                         present, failed, invalid, retry, duplicate, changed, resolved, exit_code, pending, replaced,
-                        ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3), {unresolved}
+                        ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3), {unresolved}, {deleted}
                  FROM runs WHERE ?1 IS NULL OR service_id = ?1 ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(|e| self.err(e))?;
@@ -102,6 +109,7 @@ impl Ledger {
                         pending: r.get(18)?,
                         replaced: r.get(19)?,
                         unresolved: r.get(21)?,
+                        deleted: r.get(22)?,
                     },
                     exit_code: r.get(17)?,
                     duration_s: r.get(20)?,
@@ -143,6 +151,8 @@ pub struct RunCounts {
     pub replaced: u64,
     /// Rows of this input that ended `present` without a UserID.
     pub unresolved: u64,
+    /// Users not in the input that `--prune` deleted at Verigator (a dry run: would delete).
+    pub deleted: u64,
 }
 
 /// One row of the runs table.

@@ -197,6 +197,7 @@ fn status_code(status: Status) -> u8 {
         Status::Present => b'p',
         Status::Failed => b'f',
         Status::Retry => b'r',
+        Status::Deleted => b'd',
     }
 }
 
@@ -205,6 +206,7 @@ fn status_of(code: u8) -> Status {
         b's' => Status::Synced,
         b'p' => Status::Present,
         b'f' => Status::Failed,
+        b'd' => Status::Deleted,
         _ => Status::Retry,
     }
 }

@@ -197,7 +197,7 @@ impl Findings {
                 self.agree += 1;
                 None
             }
-            (Status::Failed | Status::Retry, None, None) => {
+            (Status::Failed | Status::Retry | Status::Deleted, None, None) => {
                 self.not_registered += 1;
                 None
             }

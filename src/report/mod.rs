@@ -50,6 +50,10 @@ pub enum Outcome {
     Replaced,
     /// Present, but its UserID could not be found in the user list; the next run looks again.
     Unresolved,
+    /// Not in the file: `--prune` would delete it (a plan), or could not (the reason says why).
+    Delete,
+    /// Not in the file: deleted at Verigator by `--prune`.
+    Deleted,
 }
 
 impl Outcome {
@@ -67,6 +71,9 @@ impl Outcome {
             Outcome::Pending => &mut counts.pending,
             Outcome::Replaced => &mut counts.replaced,
             Outcome::Unresolved => &mut counts.unresolved,
+            Outcome::Deleted => &mut counts.deleted,
+            // Only a plan counts what it would delete, and it says so itself.
+            Outcome::Delete => return,
         };
         *slot += 1;
     }
@@ -85,6 +92,8 @@ impl Outcome {
             Outcome::Pending => "pending",
             Outcome::Replaced => "replaced",
             Outcome::Unresolved => "unresolved",
+            Outcome::Delete => "delete",
+            Outcome::Deleted => "deleted",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The per-row report of `import --report`: every row that did not end synced, present or
-//! skipped, as CSV that can be fixed and fed back in. Written beside the target and renamed at the
+//! skipped, as CSV that can be fixed and fed back in, and the users `--prune` deleted or would
+//! delete (no line: they are not in the file; `import` passes over them). Written beside the target and renamed at the
 //! end, so a report is never half a file.
 
 use std::io;
@@ -55,17 +56,17 @@ impl RowReport {
         })
     }
 
-    /// Adds one row.
+    /// Adds one row; `line` is `None` for a user not in the file (`--prune`).
     pub fn write(
         &mut self,
-        line: u64,
+        line: Option<u64>,
         id_in_service: &str,
         phone_number: &str,
         outcome: Outcome,
         reason: &str,
     ) -> io::Result<()> {
         self.writer.write_record([
-            line.to_string().as_str(),
+            line.map(|l| l.to_string()).unwrap_or_default().as_str(),
             &spreadsheet_safe(id_in_service),
             &spreadsheet_safe(phone_number),
             outcome.as_str(),

@@ -48,14 +48,14 @@ fn write_status(view: &StatusView, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "service {}", Escaped(&s.service_id))?;
         writeln!(
             w,
-            "  synced {:>9}   present {:>9} ({} without UserID)   failed {:>7}   retry {:>7}",
-            s.synced, s.present, s.present_without_user_id, s.failed, s.retry
+            "  synced {:>9}   present {:>9} ({} without UserID)   failed {:>7}   retry {:>7}   deleted {:>7}",
+            s.synced, s.present, s.present_without_user_id, s.failed, s.retry, s.deleted
         )?;
-        if s.replaced > 0 || s.fixed > 0 {
+        if s.replaced > 0 || s.fixed > 0 || s.deleted > 0 {
             writeln!(
                 w,
-                "  history: {} replaced (--apply-changes), {} fixed (reconcile --fix); export --history lists the UserIDs they overwrote",
-                s.replaced, s.fixed
+                "  history: {} replaced (--apply-changes), {} fixed (reconcile --fix), {} deleted (--prune); export --history lists the UserIDs they took away",
+                s.replaced, s.fixed, s.deleted
             )?;
         }
     }

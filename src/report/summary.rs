@@ -29,6 +29,9 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Why the run stopped early, if it did.
     pub aborted: Option<String>,
+    /// `--prune` was given and deleted nothing because a safety rule forbade it (a row's id
+    /// could not be read, more users than `--max-delete` allows, or the run did not finish).
+    pub prune_refused: bool,
 }
 
 impl Summary {
@@ -36,7 +39,7 @@ impl Summary {
     pub fn exit_code(&self) -> u8 {
         if self.aborted.is_some() {
             exit::ABORTED
-        } else if self.unsettled > 0 {
+        } else if self.unsettled > 0 || self.prune_refused {
             exit::INCOMPLETE
         } else {
             exit::OK
@@ -62,6 +65,8 @@ impl Summary {
             "unresolved": c.unresolved,
             "pending": c.pending,
             "replaced": c.replaced,
+            "deleted": c.deleted,
+            "prune_refused": self.prune_refused,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "exit_code": self.exit_code(),
         })
@@ -103,22 +108,12 @@ impl Summary {
     }
 
     /// Each count with its name and what it means.
-    fn lines(&self) -> [(&'static str, u64, String); 14] {
+    fn lines(&self) -> [(&'static str, u64, String); 15] {
         let c = &self.counts;
-        let rate = if self.elapsed.as_secs_f64() > 0.0 {
-            c.sent as f64 / self.elapsed.as_secs_f64()
-        } else {
-            0.0
-        };
-        let sent_note = if self.dry_run {
-            "would be sent".to_string()
-        } else {
-            format!("{rate:.1}/s")
-        };
         [
             ("rows", c.rows, String::new()),
             ("skipped", c.skipped, "already in the ledger".into()),
-            ("sent", c.sent, sent_note),
+            ("sent", c.sent, self.sent_note()),
             ("synced", c.synced, "created, UserID recorded".into()),
             ("present", c.present, "existed already (409)".into()),
             (
@@ -154,7 +149,26 @@ impl Summary {
                 c.pending,
                 "held back by --limit; the next run sends them".into(),
             ),
+            (
+                "deleted",
+                c.deleted,
+                if self.dry_run {
+                    "not in the file: --prune would delete them at Verigator".into()
+                } else {
+                    "not in the file: deleted at Verigator (--prune)".into()
+                },
+            ),
         ]
+    }
+
+    /// A plan's rows would be sent; a run's were, at this rate.
+    fn sent_note(&self) -> String {
+        let seconds = self.elapsed.as_secs_f64();
+        match self.dry_run {
+            true => "would be sent".to_string(),
+            false if seconds > 0.0 => format!("{:.1}/s", self.counts.sent as f64 / seconds),
+            false => "0.0/s".to_string(),
+        }
     }
 
     /// The last line: the exit code and what it means.
@@ -171,6 +185,10 @@ impl Summary {
                 self.unsettled
             ),
             (None, exit::OK) => writeln!(w, "exit 0: every row is synced or present"),
+            (None, code) if self.prune_refused && self.unsettled == 0 => writeln!(
+                w,
+                "exit {code}: --prune deleted nothing (the warning above says why)"
+            ),
             (None, code) => writeln!(
                 w,
                 "exit {code}: {} rows are not synced or present (the warnings say why; --report writes them to a file)",
@@ -195,6 +213,7 @@ mod tests {
             unresolved_elsewhere: 0,
             elapsed: Duration::from_millis(1500),
             aborted,
+            prune_refused: false,
         }
     }
 
@@ -244,6 +263,8 @@ mod tests {
             "unresolved",
             "pending",
             "replaced",
+            "deleted",
+            "prune_refused",
             "elapsed_s",
             "exit_code",
         ];

@@ -6,6 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod examples;
+
+use examples::{
+    DEMO_EXAMPLES, EXPORT_EXAMPLES, IMPORT_EXAMPLES, RECONCILE_EXAMPLES, SIMULATE_EXAMPLES,
+    STATUS_EXAMPLES, TOP_EXAMPLES,
+};
+
 /// Bulk-register users into a Messente Verigator 2FA service, resumably.
 ///
 /// Credentials come only from the environment: VERIGATOR_USERNAME and VERIGATOR_PASSWORD.
@@ -66,71 +73,6 @@ impl Cli {
     }
 }
 
-// Every example line is shorter than 80 columns, so that clap never wraps one in two.
-const TOP_EXAMPLES: &str = "\
-Examples:
-  # Credentials only from the environment, never as flags:
-  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
-  export VERIGATOR_SERVICE_ID=81213bfd-b690-499e-b9d2-8754cb1550e8
-  verigator-sync import --dry-run users.csv   # the plan: nothing sent
-  verigator-sync import --limit 100 users.csv # a canary of 100 rows
-  verigator-sync import --report todo.csv users.csv
-  # Nightly (cron has no exported variables: read them from a file):
-  # 15 2 * * * . /srv/vs/env && verigator-sync import --json users.csv
-  verigator-sync export --status synced,present --out user-ids.csv
-  # A rehearsal against the simulator, on a ledger of its own:
-  verigator-sync simulate --listen 127.0.0.1:8080 &
-  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo \\
-    verigator-sync import --base-url http://127.0.0.1:8080 \\
-    --service-id rehearsal --ledger rehearsal.db users.csv
-
-Exit codes:
-  0  every row is synced or present
-  1  some rows are not (the warnings or --report say why)
-  2  usage, configuration or input error; nothing was sent
-  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
-
-const STATUS_EXAMPLES: &str = "\
-Examples:
-  verigator-sync status
-  verigator-sync status --json";
-
-const EXPORT_EXAMPLES: &str = "\
-Examples:
-  # The UserIDs for your own database:
-  verigator-sync export --status synced,present --out user-ids.csv
-  # What still needs a look:
-  verigator-sync export --status failed,retry
-  # Replaced users and reconcile's fixes:
-  verigator-sync export --history
-  verigator-sync export --format ndjson | jq .user_id";
-
-const RECONCILE_EXAMPLES: &str = "\
-Examples:
-  # Compare only:
-  verigator-sync reconcile --report disagreements.csv
-  # Correct the ledger (what a fix overwrites: export --history):
-  verigator-sync reconcile --fix
-
-Exit codes:
-  0  everything agrees
-  1  disagreements remain, or the user list is truncated
-  2  usage;  3  aborted";
-
-const SIMULATE_EXAMPLES: &str = "\
-Examples:
-  verigator-sync simulate --listen 127.0.0.1:8080 &
-  verigator-sync simulate --listen 127.0.0.1:8081 \\
-    --fail-rate 0.05 --latency-ms 200 --seed existing.csv &
-  VERIGATOR_USERNAME=demo VERIGATOR_PASSWORD=demo \\
-    verigator-sync import --base-url http://127.0.0.1:8080 \\
-    --service-id rehearsal --ledger rehearsal.db users.csv";
-
-const DEMO_EXAMPLES: &str = "\
-Examples:
-  verigator-sync demo
-  cargo run --release -- demo";
-
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -165,20 +107,6 @@ pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
-
-const IMPORT_EXAMPLES: &str = "\
-Examples:
-  export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
-  verigator-sync import --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 \\
-    users.csv
-  verigator-sync import --service-id SID --dry-run --report plan.csv users.csv
-  cat users.csv | verigator-sync import --service-id SID --json -
-
-Exit codes:
-  0  every row is synced or present
-  1  some rows are not (the warnings or --report say why)
-  2  usage, configuration or input error; nothing was sent
-  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
 
 /// Options shared by every subcommand that reads the ledger.
 #[derive(Debug, Args)]
@@ -268,6 +196,14 @@ pub struct ImportArgs {
     /// Replace users whose phone changed: delete at Verigator, create again, record the new UserID.
     #[arg(long)]
     pub apply_changes: bool,
+    /// Full sync: after the whole file, delete at Verigator the users this ledger registered for
+    /// the service whose id is not in the file.
+    #[arg(long, conflicts_with = "limit")]
+    pub prune: bool,
+    /// With --prune: delete at most N users, or P% of those the ledger holds for the service
+    /// (default 5%); over it nothing is deleted.
+    #[arg(long, value_name = "N|P%", requires = "prune")]
+    pub max_delete: Option<String>,
     /// Print only errors and the summary.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
