@@ -521,7 +521,7 @@ pub(crate) mod tests {
         let (dir, l) = ledger();
         l.conn
             .execute_batch(
-                "DROP INDEX users_unresolved; DROP TABLE fixes; DROP TABLE deletions;
+                "DROP INDEX users_unresolved; DROP INDEX users_key; DROP TABLE fixes; DROP TABLE deletions;
                  ALTER TABLE runs DROP COLUMN unresolved; ALTER TABLE runs DROP COLUMN deleted;
                  PRAGMA user_version = 2;",
             )
