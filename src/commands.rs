@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -86,9 +87,51 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// `import`.
 pub fn import(args: ImportArgs) -> Result<u8, Error> {
     let config = ImportConfig::from_args(args)?;
-    let summary = runtime()?.block_on(import::run(&config))?;
+    let started = std::time::Instant::now();
+    let result = runtime()?
+        .block_on(import::run(&config))
+        .map_err(Error::from);
+    if let Some(path) = &config.metrics_file {
+        let code = match &result {
+            Ok(summary) => summary.exit_code(),
+            Err(e) => crate::exit::of(e),
+        };
+        write_metrics(path, &config, code, started.elapsed());
+    }
+    let summary = result?;
     print_summary(&summary, config.json)?;
     Ok(summary.exit_code())
+}
+
+/// Writes `--metrics-file`. A failure is a warning: the run's own exit code stays, and the
+/// monitoring notices a file that stopped changing (its age is in it).
+fn write_metrics(path: &std::path::Path, config: &ImportConfig, code: u8, took: Duration) {
+    let run = report::RunEnd {
+        service_id: &config.service_id,
+        exit_code: code,
+        duration: took,
+        at: std::time::SystemTime::now(),
+    };
+    // Read without the run lock: another run may hold it already, and the counts are a snapshot.
+    let ledger = match Ledger::open_read_only(&config.ledger) {
+        Ok(ledger) => Some(ledger),
+        Err(LedgerError::Missing(_)) => None,
+        Err(e) => {
+            eprintln!(
+                "warning: --metrics-file: the ledger could not be read ({e}); only the run is in the file"
+            );
+            None
+        }
+    };
+    let shown = path.display().to_string();
+    let shown = crate::user::Escaped(&shown);
+    match report::write_metrics(path, &run, ledger.as_ref()) {
+        Ok(None) => {}
+        Ok(Some(e)) => eprintln!(
+            "warning: --metrics-file {shown}: the ledger could not be read ({e}); only the run is in the file"
+        ),
+        Err(e) => eprintln!("warning: --metrics-file {shown}: cannot write: {e}"),
+    }
 }
 
 /// Prints the summary: the table on stderr, and with `json` one object on stdout.

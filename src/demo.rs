@@ -122,6 +122,7 @@ fn demo_config(
         progress_interval: crate::report::progress::LINE_EVERY,
         mode: crate::config::Mode::default(),
         report: None,
+        metrics_file: None,
         verbosity: crate::config::Verbosity::Normal,
     })
 }

@@ -21,7 +21,7 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The variables the tool reads, and what for.
-const ENVIRONMENT: [(&str, &str); 9] = [
+const ENVIRONMENT: [(&str, &str); 10] = [
     (
         "VERIGATOR_USERNAME",
         "the Messente API username (only from the environment)",
@@ -36,6 +36,10 @@ const ENVIRONMENT: [(&str, &str); 9] = [
     ),
     ("VERIGATOR_BASE_URL", "the API's base URL, as --base-url"),
     ("VERIGATOR_LEDGER", "the ledger file, as --ledger"),
+    (
+        "VERIGATOR_METRICS_FILE",
+        "where import writes its metrics, as --metrics-file",
+    ),
     (
         "HTTPS_PROXY, ALL_PROXY",
         "the proxy for https:// requests (lower case too)",

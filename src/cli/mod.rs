@@ -204,6 +204,15 @@ pub struct ImportArgs {
     /// (default 5%); over it nothing is deleted.
     #[arg(long, value_name = "N|P%", requires = "prune")]
     pub max_delete: Option<String>,
+    /// At the end of the run (aborted ones too), write its metrics and the ledger's here, in the
+    /// Prometheus text format, for node_exporter's textfile collector (replaced atomically).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "VERIGATOR_METRICS_FILE",
+        conflicts_with = "dry_run"
+    )]
+    pub metrics_file: Option<PathBuf>,
     /// Print only errors and the summary.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,

@@ -4,7 +4,10 @@
 //!
 //! - `secret.rs`: the credentials and the `Secret` that never prints.
 //! - `values.rs`: single values parsed and checked (service id, base URL, delimiter, region).
+//! - `error.rs`: what the user has to fix.
+//! - `prune.rs`: `--max-delete`.
 
+mod error;
 mod pace;
 mod proxy;
 mod prune;
@@ -15,16 +18,18 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use thiserror::Error;
 use url::Url;
 
 use crate::cli::{ApiArgs, ImportArgs};
 use pace::{Pace, timeout};
 
+pub use error::ConfigError;
 pub use proxy::Proxy;
 pub use prune::{DEFAULT_MAX_DELETE, MaxDelete};
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
-pub use values::{base_url, delimiter, not_the_input, not_the_ledger, region, service_id};
+pub use values::{
+    base_url, delimiter, not_the_input, not_the_ledger, not_the_same, region, service_id,
+};
 
 /// The request rate of commands that make only a few requests.
 const DEFAULT_RATE: f64 = 20.0;
@@ -150,6 +155,8 @@ pub struct ImportConfig {
     pub mode: Mode,
     /// Where to write the per-row report.
     pub report: Option<PathBuf>,
+    /// Where to write the metrics for monitoring, at the end of the run.
+    pub metrics_file: Option<PathBuf>,
     /// How much to print.
     pub verbosity: Verbosity,
 }
@@ -170,84 +177,6 @@ pub struct ReconcileConfig {
     pub fix: bool,
     /// Fix even on an empty user list while the ledger holds UserIDs.
     pub force: bool,
-}
-
-/// A configuration the user has to fix; nothing has been sent.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// A required environment variable is unset or empty.
-    #[error("{0} is not set: export the Messente API credentials in the environment")]
-    MissingEnv(&'static str),
-    /// An environment variable is not valid UTF-8.
-    #[error("{0} is not valid UTF-8")]
-    NotUnicodeEnv(&'static str),
-    /// The username cannot contain the separator of the auth header.
-    #[error(
-        "VERIGATOR_USERNAME contains ':', which the X-Service-Auth header uses as its separator"
-    )]
-    ColonInUsername,
-    /// No service id.
-    #[error("no service id: pass --service-id or set VERIGATOR_SERVICE_ID")]
-    MissingServiceId,
-    /// Every setting that is missing, said at once.
-    #[error("missing settings: {0}")]
-    Missing(String),
-    /// The service id cannot be put into a URL path.
-    #[error("service id {0:?} may hold only letters, digits, '-' and '_'")]
-    BadServiceId(String),
-    /// Not a URL.
-    #[error("--base-url {url:?} is not a valid URL: {reason}")]
-    BadUrl {
-        /// What was given (without any userinfo).
-        url: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// Plain HTTP to a non-loopback host would expose the credentials.
-    #[error(
-        "--base-url {0}: plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://"
-    )]
-    InsecureUrl(String),
-    /// A numeric option out of range.
-    #[error("--{flag} {value}: {reason}")]
-    BadNumber {
-        /// The flag.
-        flag: &'static str,
-        /// The value given.
-        value: String,
-        /// The allowed range.
-        reason: &'static str,
-    },
-    /// A proxy variable that is not a proxy URL (its value may hold a password: not shown).
-    #[error("{var} is not a usable proxy URL: {reason}")]
-    BadProxy {
-        /// The variable.
-        var: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// An output file that would replace the ledger.
-    #[error(
-        "{flag} {path} is the ledger (or a file beside it): writing there would replace every recorded UserID; name another file"
-    )]
-    OutputIsLedger {
-        /// The flag.
-        flag: &'static str,
-        /// The path given.
-        path: String,
-    },
-    /// A report that would replace the file being imported.
-    #[error("--report {0} is the file being imported: name another file for the report")]
-    OutputIsInput(String),
-    /// A delimiter that is not one ASCII character.
-    #[error("--delimiter {0:?}: give one ASCII character, e.g. ';' or '\\t'")]
-    BadDelimiter(String),
-    /// An unknown region.
-    #[error("--default-region {0:?} is not an ISO 3166 country code such as EE or GB")]
-    BadRegion(String),
-    /// An unknown status in a filter.
-    #[error("--status {0:?}: use synced, present, failed, retry or deleted")]
-    BadStatus(String),
 }
 
 /// An environment variable, if set and valid UTF-8.
@@ -290,14 +219,27 @@ fn credentials(dry_run: bool) -> Result<Credentials, ConfigError> {
     }
 }
 
-/// A `--report` must replace neither the ledger nor the file being imported.
-fn check_report(args: &ImportArgs) -> Result<(), ConfigError> {
-    let Some(report) = &args.report else {
-        return Ok(());
-    };
-    not_the_ledger("--report", report, &args.ledger.ledger)?;
-    if args.csv.as_os_str() != "-" {
-        not_the_input(report, &args.csv)?;
+/// An output (`--report`, `--metrics-file`) must replace neither the ledger, nor the file being
+/// imported, nor the other output.
+fn check_outputs(args: &ImportArgs) -> Result<(), ConfigError> {
+    let outputs = [
+        ("--report", args.report.as_deref()),
+        ("--metrics-file", args.metrics_file.as_deref()),
+    ];
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        not_the_ledger(flag, path, &args.ledger.ledger)?;
+        if args.csv.as_os_str() != "-" {
+            not_the_input(flag, path, &args.csv)?;
+        }
+        crate::report::check_target(path).map_err(|e| ConfigError::NotAFile {
+            flag,
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    if let (Some(report), Some(metrics)) = (&args.report, &args.metrics_file) {
+        not_the_same(["--report", "--metrics-file"], report, metrics)?;
     }
     Ok(())
 }
@@ -309,7 +251,7 @@ impl ImportConfig {
         missing_settings(args.api.service_id.as_deref(), !args.dry_run)?;
         let pace = Pace::from_args(&args)?;
         let mode = Mode::from_args(&args)?;
-        check_report(&args)?;
+        check_outputs(&args)?;
         let source = if args.csv.as_os_str() == "-" {
             Source::Stdin
         } else {
@@ -355,6 +297,7 @@ impl ImportConfig {
             },
             mode,
             report: args.report,
+            metrics_file: args.metrics_file,
             verbosity,
         })
     }

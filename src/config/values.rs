@@ -117,11 +117,25 @@ pub fn not_the_ledger(flag: &'static str, out: &Path, ledger: &Path) -> Result<(
     Ok(())
 }
 
-/// Refuses a `--report` that is the input file itself: the report replaces its target at the end,
-/// and a run that broke part-way would leave the user's file as a partial report.
-pub fn not_the_input(out: &Path, input: &Path) -> Result<(), ConfigError> {
+/// Refuses an output (`--report`, `--metrics-file`) that is the input file itself: outputs replace
+/// their target at the end, and a run that broke part-way would leave the user's file replaced.
+pub fn not_the_input(flag: &'static str, out: &Path, input: &Path) -> Result<(), ConfigError> {
     if resolved(out) == resolved(input) {
-        return Err(ConfigError::OutputIsInput(out.display().to_string()));
+        return Err(ConfigError::OutputIsInput {
+            flag,
+            path: out.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses two outputs that are one file: the second would replace the first.
+pub fn not_the_same(flags: [&'static str; 2], one: &Path, other: &Path) -> Result<(), ConfigError> {
+    if resolved(one) == resolved(other) {
+        return Err(ConfigError::OutputTwice {
+            flags,
+            path: one.display().to_string(),
+        });
     }
     Ok(())
 }

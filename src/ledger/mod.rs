@@ -35,7 +35,7 @@ use thiserror::Error;
 pub use history::{HistoryCounts, HistoryRow};
 pub use prune::Prunable;
 pub use read::{Entry, ExportError, ServiceCounts, Unresolved, UserRow};
-pub use runs::{RunCounts, RunRecord};
+pub use runs::{RunCounts, RunRecord, RunTotals};
 pub use write::{BATCH_ROWS_BEHIND, Change};
 
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.

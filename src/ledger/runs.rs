@@ -120,6 +120,69 @@ impl Ledger {
     }
 }
 
+/// What the finished runs of a service add up to, for monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    /// Every count, summed over the runs.
+    pub counts: RunCounts,
+    /// When the last run that exited 0 finished (RFC 3339), if one did.
+    pub last_success: Option<String>,
+}
+
+impl Ledger {
+    /// Sums the counts of every run of a service, and finds the last one that exited 0.
+    pub fn run_totals(&self, service_id: &str) -> Result<RunTotals, LedgerError> {
+        let newer = |schema, column| if self.schema >= schema { column } else { "0" };
+        let sql = format!(
+            "SELECT {}, {}, {} FROM runs WHERE service_id = ?1",
+            "total(rows), total(skipped), total(sent), total(synced), total(present), total(failed),
+             total(invalid), total(retry), total(duplicate), total(changed), total(resolved)",
+            "total(pending), total(replaced)",
+            format_args!(
+                "total({}), total({})",
+                newer(WITH_FIXES, "unresolved"),
+                newer(WITH_DELETIONS, "deleted")
+            )
+        );
+        let counts = self
+            .conn
+            .query_row(&sql, params![service_id], |r| {
+                // total() is a float that never overflows; counts are far below 2^53.
+                let n = |i| r.get::<_, f64>(i).map(|v| v as u64);
+                Ok(RunCounts {
+                    rows: n(0)?,
+                    skipped: n(1)?,
+                    sent: n(2)?,
+                    synced: n(3)?,
+                    present: n(4)?,
+                    failed: n(5)?,
+                    invalid: n(6)?,
+                    retry: n(7)?,
+                    duplicate: n(8)?,
+                    changed: n(9)?,
+                    resolved: n(10)?,
+                    pending: n(11)?,
+                    replaced: n(12)?,
+                    unresolved: n(13)?,
+                    deleted: n(14)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let last_success = self
+            .conn
+            .query_row(
+                "SELECT max(finished_at) FROM runs WHERE service_id = ?1 AND exit_code = 0",
+                params![service_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(RunTotals {
+            counts,
+            last_success,
+        })
+    }
+}
+
 /// The counts a run ends with; the vocabulary of the summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts {
@@ -209,5 +272,18 @@ mod tests {
         );
         let runs = l.runs(Some("s"), 10).expect("runs");
         assert_eq!((runs[0].counts.rows, runs[0].exit_code), (2, Some(1)));
+        assert_eq!(l.run_totals("s").expect("totals").last_success, None);
+        let ok = l.begin_run("s", "in.csv").expect("run");
+        let more = RunCounts {
+            rows: 5,
+            deleted: 3,
+            ..RunCounts::default()
+        };
+        l.finish_run(ok, &more, 0).expect("finish");
+        let totals = l.run_totals("s").expect("totals");
+        assert_eq!((totals.counts.rows, totals.counts.deleted), (7, 3));
+        let finished = l.runs(Some("s"), 1).expect("runs")[0].finished_at.clone();
+        assert_eq!(totals.last_success, finished);
+        assert_eq!(l.run_totals("other").expect("none"), RunTotals::default());
     }
 }

@@ -5,8 +5,10 @@
 //! - `rows.rs`: the per-row report of `import --report`.
 //! - `status.rs` and `export.rs`: the ledger's views.
 //! - `progress.rs`: the bar or the progress lines while a run goes.
+//! - `metrics.rs`: `--metrics-file`, for monitoring.
 
 mod export;
+mod metrics;
 pub mod progress;
 mod rows;
 mod status;
@@ -20,6 +22,7 @@ use serde::Serialize;
 use crate::ledger::RunCounts;
 
 pub use export::{EXPORT_HEADER, HISTORY_HEADER, export, export_history};
+pub use metrics::{RunEnd, write_metrics};
 pub use rows::{ROW_REPORT_HEADER, RowReport};
 pub use status::status;
 pub use summary::Summary;
@@ -136,6 +139,15 @@ impl Pending {
     /// Where to write.
     pub fn writer(&mut self) -> &mut dyn Write {
         &mut self.out
+    }
+
+    /// Sets the file's mode (it is created 0600).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        self.out
+            .get_ref()
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
     }
 
     /// Flushes the file and renames it into place.
