@@ -134,7 +134,7 @@ fn existing_users() -> Vec<SeedUser> {
         .records()
         .filter_map(Result::ok)
         .filter_map(|r| {
-            let phone = crate::phone::normalize_phone(r.get(1)?, None).ok()?;
+            let phone = crate::phone::normalize(r.get(1)?, None).ok()?;
             Some(SeedUser {
                 service_id: None,
                 id_in_service: r.get(0)?.to_string(),

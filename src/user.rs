@@ -11,6 +11,16 @@ pub struct User {
     pub id_in_service: String,
     /// The phone number, normalised to E.164 (`+` and 8–15 digits).
     pub phone_number: String,
+    /// The phone as the file writes it, when that is not its E.164 form: what a report shows,
+    /// for a person to fix and import again.
+    pub written: Option<String>,
+}
+
+impl User {
+    /// The phone as the file writes it.
+    pub fn phone_as_written(&self) -> &str {
+        self.written.as_deref().unwrap_or(&self.phone_number)
+    }
 }
 
 /// Whether a character must never reach a terminal or a stored id as it is: C0 and C1 controls

@@ -115,7 +115,14 @@ fn report_lists_every_unfinished_row_and_can_be_fed_back() {
     let mut reader = csv::Reader::from_path(&report_path).expect("report");
     assert_eq!(
         reader.headers().expect("header").iter().collect::<Vec<_>>(),
-        ["line", "id_in_service", "phone_number", "outcome", "reason"]
+        [
+            "line",
+            "id_in_service",
+            "phone_number",
+            "outcome",
+            "reason",
+            "phone_e164"
+        ]
     );
     let mut rows: Vec<Vec<String>> = reader
         .records()
@@ -134,6 +141,11 @@ fn report_lists_every_unfinished_row_and_can_be_fed_back() {
         rows[0][4]
     );
     assert_eq!(rows[1][..4], ["6", "nophone@example.com", "", "invalid"]);
+    // The number as understood, empty where it is not.
+    assert_eq!(
+        (rows[0][5].as_str(), rows[1][5].as_str()),
+        ("+37250000001", "")
+    );
 
     // Fix the rows and feed the report back in: its columns are the importer's defaults.
     let fixed = std::fs::read_to_string(&report_path)

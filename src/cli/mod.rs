@@ -196,6 +196,14 @@ pub struct ImportArgs {
     /// Replace users whose phone changed: delete at Verigator, create again, record the new UserID.
     #[arg(long)]
     pub apply_changes: bool,
+    /// Refuse (as invalid) phone numbers in no range their country assigns, instead of sending
+    /// them with a warning.
+    #[arg(long)]
+    pub strict_phones: bool,
+    /// Refuse (as invalid) phone numbers that are not mobiles (fixed lines, toll free, …),
+    /// instead of sending them with a warning.
+    #[arg(long)]
+    pub mobile_only: bool,
     /// Full sync: after the whole file, delete at Verigator the users this ledger registered for
     /// the service whose id is not in the file.
     #[arg(long, conflicts_with = "limit")]

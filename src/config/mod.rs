@@ -114,6 +114,10 @@ pub struct Mode {
     pub apply_changes: bool,
     /// `--prune`: after the whole file, delete the users not in it, at most this many.
     pub prune: Option<MaxDelete>,
+    /// Refuse numbers in no assigned range instead of sending them with a warning.
+    pub strict_phones: bool,
+    /// Refuse numbers that are not mobiles instead of sending them with a warning.
+    pub mobile_only: bool,
 }
 
 impl Mode {
@@ -123,6 +127,8 @@ impl Mode {
             limit: args.limit,
             retry_failed: args.retry_failed,
             apply_changes: args.apply_changes,
+            strict_phones: args.strict_phones,
+            mobile_only: args.mobile_only,
             prune: match (args.prune, args.max_delete.as_deref()) {
                 (false, _) => None,
                 (true, None) => Some(DEFAULT_MAX_DELETE),

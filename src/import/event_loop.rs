@@ -207,7 +207,7 @@ impl Run<'_> {
             self.note(
                 job.line,
                 &job.user.id_in_service,
-                &job.user.phone_number,
+                job.user.phone_as_written(),
                 Outcome::Retry,
                 Some(reason),
                 false,
@@ -217,7 +217,7 @@ impl Run<'_> {
             self.note(
                 job.line,
                 &job.user.id_in_service,
-                &job.user.phone_number,
+                job.user.phone_as_written(),
                 Outcome::Retry,
                 Some("no answer before the run stopped"),
                 false,

@@ -183,6 +183,8 @@ impl Run<'_> {
             elapsed: started.elapsed(),
             aborted: self.aborted.clone(),
             prune_refused: self.prune_refused,
+            phone_warnings: self.phone_warnings,
+            not_mobile: self.not_mobile,
         }
     }
 

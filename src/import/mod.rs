@@ -183,6 +183,10 @@ struct Run<'a> {
     unreadable: Option<u64>,
     /// `--prune` was given and deleted nothing because a safety rule forbade it.
     prune_refused: bool,
+    /// Rows sent (or, in a plan, to send) with a phone warning.
+    phone_warnings: u64,
+    /// Of the rows checked before sending, those whose number is not a mobile.
+    not_mobile: u64,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
     /// when their UserID is still unknown.
     changed: std::collections::HashSet<String>,
@@ -244,6 +248,8 @@ impl<'a> Run<'a> {
             answered: 0,
             unreadable: None,
             prune_refused: false,
+            phone_warnings: 0,
+            not_mobile: 0,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };

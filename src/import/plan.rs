@@ -30,6 +30,8 @@ pub struct Job {
     pub last_sent: Option<String>,
     /// How far a replacement got, for a run that stops before its answer.
     pub trip: Cell<Trip>,
+    /// A phone warning, for the row's report line.
+    pub warning: Option<String>,
 }
 
 /// How far a replacement's requests got.
@@ -166,6 +168,7 @@ impl Planner {
                 known: false,
                 last_sent: None,
                 trip: Cell::default(),
+                warning: None,
             }));
         };
         Ok(self.decide_known(entry, line, user))
@@ -205,6 +208,7 @@ impl Planner {
                 replace: None,
                 known: true,
                 trip: Cell::default(),
+                warning: None,
             }),
         }
     }
@@ -230,6 +234,7 @@ impl Planner {
                     }),
                     last_sent: None,
                     trip: Cell::default(),
+                    warning: None,
                 });
             }
             (None, true) => {
@@ -275,6 +280,7 @@ mod tests {
 
     fn user(id: &str, phone: &str) -> User {
         User {
+            written: None,
             id_in_service: id.into(),
             phone_number: phone.into(),
         }

@@ -221,7 +221,7 @@ impl Run<'_> {
             && let Err(e) = report.write(
                 None,
                 &user.id_in_service,
-                &user.phone_number,
+                (&user.phone_number, &user.phone_number),
                 outcome,
                 reason,
             )

@@ -11,7 +11,7 @@ use crate::config::Verbosity;
 use crate::input::{Record, Row};
 use crate::ledger::Entry;
 use crate::ledger::writer::{self, Replacement};
-use crate::phone::{mask_phone, mask_phones_in};
+use crate::phone::{Line, mask_phone, mask_phones_in};
 use crate::report::Outcome;
 use crate::throttle::Stop;
 use crate::user::Escaped;
@@ -27,6 +27,28 @@ impl Run<'_> {
         reason: Option<&str>,
         settled: bool,
     ) {
+        self.note_warned((line, id, phone), outcome, reason, settled, None);
+    }
+
+    /// [`Run::note`], for a row with a phone warning (logged when it was decided): the report
+    /// has the row whatever its outcome, the warning in its reason. `phone` is as the file writes
+    /// it.
+    pub(super) fn note_warned(
+        &mut self,
+        (line, id, phone): (u64, &str, &str),
+        outcome: Outcome,
+        reason: Option<&str>,
+        settled: bool,
+        warning: Option<&str>,
+    ) {
+        let joined;
+        let reason = match (reason, warning) {
+            (Some(reason), Some(warning)) => {
+                joined = format!("{reason}; {warning}");
+                Some(joined.as_str())
+            }
+            (reason, warning) => reason.or(warning),
+        };
         outcome.count(&mut self.counts);
         // An unresolved note at the end is about a row already finished.
         if outcome != Outcome::Unresolved {
@@ -40,6 +62,7 @@ impl Run<'_> {
         }
         self.log(line, (id, phone), outcome, reason, settled);
         if settled
+            && warning.is_none()
             && matches!(
                 outcome,
                 Outcome::Synced | Outcome::Present | Outcome::Skipped
@@ -47,8 +70,10 @@ impl Run<'_> {
         {
             return;
         }
+        let e164 = crate::phone::normalize(phone, self.config.input.default_region).ok();
+        let cells = (phone, e164.as_deref().unwrap_or_default());
         if let Some(report) = &mut self.report
-            && let Err(e) = report.write(Some(line), id, phone, outcome, reason.unwrap_or_default())
+            && let Err(e) = report.write(Some(line), id, cells, outcome, reason.unwrap_or_default())
         {
             self.report_failure.get_or_insert(e);
             self.report = None;
@@ -134,7 +159,7 @@ impl Run<'_> {
                 self.note(
                     line,
                     &user.id_in_service,
-                    &user.phone_number,
+                    user.phone_as_written(),
                     outcome,
                     reason.as_deref(),
                     settled,
@@ -154,17 +179,74 @@ impl Run<'_> {
             .is_some_and(|n| self.counts.sent >= n)
         {
             let reason = "held back by --limit";
-            let (line, id, phone) = (job.line, &job.user.id_in_service, &job.user.phone_number);
+            let (line, id, phone) = (
+                job.line,
+                &job.user.id_in_service,
+                job.user.phone_as_written(),
+            );
             self.note(line, id, phone, Outcome::Pending, Some(reason), false);
             return None;
         }
+        let mut job = self.check_phone(job)?;
         // Counted when decided, so that --limit holds back exactly the rows beyond N.
         self.counts.sent += 1;
         if self.config.mode.dry_run {
-            // A plan's row is done once decided.
-            self.finished += 1;
+            // A plan's row is done once decided; one with a phone warning is reported.
+            match job.warning.take() {
+                Some(warning) => self.note_warned(
+                    (
+                        job.line,
+                        &job.user.id_in_service,
+                        job.user.phone_as_written(),
+                    ),
+                    Outcome::Planned,
+                    None,
+                    true,
+                    Some(&warning),
+                ),
+                None => self.finished += 1,
+            }
             return None;
         }
+        Some(job)
+    }
+
+    /// Checks a row about to be sent against what libphonenumber knows of its number: one in no
+    /// assigned range, or not a mobile, is sent with a phone warning, or refused as `invalid`
+    /// with `--strict-phones` or `--mobile-only`. Returns the job to send, if it is sent.
+    fn check_phone(&mut self, mut job: Job) -> Option<Job> {
+        let (assigned, line) = crate::phone::classify(&job.user.phone_number);
+        let mode = self.config.mode;
+        let (warning, refused) = match line {
+            _ if !assigned => (
+                "the number is in no range its country assigns (libphonenumber's list may lag behind new ranges): check it".to_string(),
+                mode.strict_phones.then_some("--strict-phones"),
+            ),
+            Line::NotMobile(kind) => {
+                self.not_mobile += 1;
+                (
+                    format!("the number is {kind}, not a mobile: an SMS may never reach it"),
+                    mode.mobile_only.then_some("--mobile-only"),
+                )
+            }
+            Line::Mobile | Line::MaybeMobile | Line::Unknown => return Some(job),
+        };
+        let (id, phone) = (&job.user.id_in_service, job.user.phone_as_written());
+        if let Some(flag) = refused {
+            let reason = format!("{warning} (refused by {flag})");
+            self.note(job.line, id, phone, Outcome::Invalid, Some(&reason), false);
+            return None;
+        }
+        self.phone_warnings += 1;
+        let warning = format!("phone warning: {warning}");
+        self.log(
+            job.line,
+            (id, phone),
+            Outcome::Planned,
+            Some(&warning),
+            false,
+        );
+        job.warning = Some(warning);
         Some(job)
     }
 
@@ -182,26 +264,26 @@ impl Run<'_> {
 
     /// Counts, logs and queues for the ledger one row's answer.
     pub(super) fn settle(&mut self, slot: usize, answer: Answer, stop: &Stop) {
-        let Some(job) = self.flying.remove(slot) else {
+        let Some(mut job) = self.flying.remove(slot) else {
             return;
         };
+        let (warning, written) = (job.warning.take(), job.user.written.take());
         let done = send::settle(job, answer, self.config.verbosity == Verbosity::Verbose);
         self.answered += 1;
         if let Some(fatal) = done.fatal {
             self.abort(fatal);
             stop.trigger();
         }
-        let phone = done
-            .file_phone
+        let phone = written
             .as_deref()
+            .or(done.file_phone.as_deref())
             .unwrap_or(&done.change.phone_number);
-        self.note(
-            done.line,
-            &done.change.id_in_service,
-            phone,
+        self.note_warned(
+            (done.line, &done.change.id_in_service, phone),
             done.outcome,
             done.reason.as_deref(),
             done.settled,
+            warning.as_deref(),
         );
         if done.write {
             self.keep(writer::Row {

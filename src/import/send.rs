@@ -167,6 +167,7 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         known,
         last_sent,
         trip: _,
+        warning: _,
     } = job;
     let attempts = answer.created.attempts;
     let mut done = Settled {
@@ -401,6 +402,7 @@ mod tests {
         Job {
             line: 7,
             user: User {
+                written: None,
                 id_in_service: "a".into(),
                 phone_number: "+37255555555".into(),
             },
@@ -411,6 +413,7 @@ mod tests {
             known,
             last_sent: None,
             trip: std::cell::Cell::default(),
+            warning: None,
         }
     }
 

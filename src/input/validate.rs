@@ -3,7 +3,7 @@
 
 use super::lines::MAX_RECORD_BYTES;
 use super::{Reader, Rejected, Row};
-use crate::phone::normalize_phone;
+use crate::phone::normalize;
 use crate::user::{User, escape, first_unprintable};
 
 /// Longest field accepted: far above any real id or phone, low enough to keep hostile rows cheap.
@@ -67,9 +67,10 @@ impl Reader {
             Ok(p) => p,
             Err(reason) => return reject_with(reason, Some(id)),
         };
-        match normalize_phone(phone, self.region) {
+        match normalize(phone, self.region) {
             Ok(phone_number) => Row::User(User {
                 id_in_service: id.to_string(),
+                written: (phone_number != phone).then(|| phone.to_string()),
                 phone_number,
             }),
             Err(reason) => reject_with(reason, Some(id)),

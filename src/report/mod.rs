@@ -57,6 +57,8 @@ pub enum Outcome {
     Delete,
     /// Not in the file: deleted at Verigator by `--prune`.
     Deleted,
+    /// A plan's row that would be sent, reported for its phone warning.
+    Planned,
 }
 
 impl Outcome {
@@ -75,8 +77,9 @@ impl Outcome {
             Outcome::Replaced => &mut counts.replaced,
             Outcome::Unresolved => &mut counts.unresolved,
             Outcome::Deleted => &mut counts.deleted,
-            // Only a plan counts what it would delete, and it says so itself.
-            Outcome::Delete => return,
+            // Only a plan counts what it would delete, and it says so itself; a plan's rows to
+            // send are counted as sent.
+            Outcome::Delete | Outcome::Planned => return,
         };
         *slot += 1;
     }
@@ -97,6 +100,7 @@ impl Outcome {
             Outcome::Unresolved => "unresolved",
             Outcome::Delete => "delete",
             Outcome::Deleted => "deleted",
+            Outcome::Planned => "planned",
         }
     }
 }

@@ -22,8 +22,14 @@ impl std::fmt::Debug for RowReport {
 }
 
 /// The header of the per-row report.
-pub const ROW_REPORT_HEADER: [&str; 5] =
-    ["line", "id_in_service", "phone_number", "outcome", "reason"];
+pub const ROW_REPORT_HEADER: [&str; 6] = [
+    "line",
+    "id_in_service",
+    "phone_number",
+    "outcome",
+    "reason",
+    "phone_e164",
+];
 
 impl RowReport {
     /// Starts a report that will be written to `path`.
@@ -61,7 +67,7 @@ impl RowReport {
         &mut self,
         line: Option<u64>,
         id_in_service: &str,
-        phone_number: &str,
+        (phone_number, e164): (&str, &str),
         outcome: Outcome,
         reason: &str,
     ) -> io::Result<()> {
@@ -71,6 +77,7 @@ impl RowReport {
             &spreadsheet_safe(phone_number),
             outcome.as_str(),
             &spreadsheet_safe(reason),
+            e164,
         ])?;
         Ok(())
     }

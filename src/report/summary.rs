@@ -32,6 +32,11 @@ pub struct Summary {
     /// `--prune` was given and deleted nothing because a safety rule forbade it (a row's id
     /// could not be read, more users than `--max-delete` allows, or the run did not finish).
     pub prune_refused: bool,
+    /// Rows sent (or, in a plan, to send) with a phone warning.
+    pub phone_warnings: u64,
+    /// Rows checked before sending whose number is not a mobile (sent with a warning, or
+    /// refused with `--mobile-only`).
+    pub not_mobile: u64,
 }
 
 impl Summary {
@@ -67,6 +72,8 @@ impl Summary {
             "replaced": c.replaced,
             "deleted": c.deleted,
             "prune_refused": self.prune_refused,
+            "phone_warnings": self.phone_warnings,
+            "not_mobile": self.not_mobile,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "exit_code": self.exit_code(),
         })
@@ -214,6 +221,8 @@ mod tests {
             elapsed: Duration::from_millis(1500),
             aborted,
             prune_refused: false,
+            phone_warnings: 0,
+            not_mobile: 0,
         }
     }
 
@@ -265,6 +274,8 @@ mod tests {
             "replaced",
             "deleted",
             "prune_refused",
+            "phone_warnings",
+            "not_mobile",
             "elapsed_s",
             "exit_code",
         ];

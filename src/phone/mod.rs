@@ -1,57 +1,18 @@
 //! Phone numbers: normalisation to E.164 as the API wants them, and masking for log lines. Shared
 //! by the input (which validates), the plan (which compares) and the demo (which seeds).
+//!
+//! - `parse.rs`: a number as written, read as libphonenumber reads it.
+//! - `codes.rs`: what each calling code says about its numbers (lengths, trunk prefixes).
+//! - `kind.rs`: what kind of line a number is, and whether it is in an assigned range.
+//! - `table.rs`: the calling codes, generated from the crate's metadata.
 
-/// Normalises a phone number to E.164: drops spaces, dashes, dots and parentheses, turns a
-/// leading `00` into `+`, and completes national numbers with `region` when given. The error is
-/// a reason for the report that never repeats the number itself (reasons reach logs).
-pub fn normalize_phone(
-    raw: &str,
-    region: Option<phonenumber::country::Id>,
-) -> Result<String, String> {
-    // Most exports hold E.164 already: then the number is its own normal form.
-    if let Some(digits) = raw.strip_prefix('+')
-        && (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Ok(raw.to_string());
-    }
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| !matches!(c, '-' | '.' | '(' | ')') && !c.is_whitespace())
-        .collect();
-    if cleaned.is_empty() {
-        return Err("phone_number is empty".into());
-    }
-    let (international, digits) = if let Some(rest) = cleaned.strip_prefix('+') {
-        (true, rest)
-    } else if let Some(rest) = cleaned.strip_prefix("00") {
-        (true, rest)
-    } else {
-        (false, cleaned.as_str())
-    };
-    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_digit()) {
-        return Err(format!(
-            "phone contains {bad:?}; only digits, spaces, dashes, dots, parentheses and a leading + or 00 are allowed"
-        ));
-    }
-    let e164 = if international {
-        format!("+{digits}")
-    } else {
-        let Some(region) = region else {
-            return Err("phone has no country prefix (use +CC… or --default-region)".into());
-        };
-        let number = phonenumber::parse(Some(region), digits)
-            .map_err(|_| format!("phone is not a national number of {region:?}"))?;
-        number.format().mode(phonenumber::Mode::E164).to_string()
-    };
-    let count = e164.len() - 1;
-    if !(8..=15).contains(&count) {
-        return Err(format!(
-            "phone has {count} digits after the +; E.164 allows 8 to 15"
-        ));
-    }
-    Ok(e164)
-}
+mod codes;
+mod kind;
+mod parse;
+mod table;
+
+pub use kind::classify;
+pub use parse::{Line, Phone, normalize, understand};
 
 /// Masks every phone number in a text for log lines (a server's reason may quote one): runs of 8
 /// to 15 digits, with or without a leading `+`.
@@ -127,47 +88,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalises_phones() {
+    fn normalises_phones_and_says_why_not() {
+        let ee = "EE".parse().ok();
         let cases = [
-            ("+372 5555 5555", Ok("+37255555555")),
-            ("00372-5555.5555", Ok("+37255555555")),
-            ("+44 (0) 1234 567890", Ok("+4401234567890")),
+            ("+372 5555 5555", None, Ok("+37255555555")),
+            ("00372-5555.5555", None, Ok("+37255555555")),
+            ("+44 (0) 20 7946 0958", None, Ok("+442079460958")),
+            ("+44 (0) 20 7946 0958", ee, Ok("+442079460958")),
+            ("5123 4567", ee, Ok("+37251234567")),
             (
                 "+1234567",
-                Err("phone has 7 digits after the +; E.164 allows 8 to 15"),
+                None,
+                Err(
+                    "phone is too short for US (+1): its numbers have 10 digits after the country code",
+                ),
             ),
             (
-                "+1234567890123456",
-                Err("phone has 16 digits after the +; E.164 allows 8 to 15"),
+                "1-415-555-0133",
+                ee,
+                Err(
+                    "phone is too long for EE (+372): its numbers have 7, 8 or 10 digits after the country code",
+                ),
             ),
             (
                 "5551234",
+                None,
                 Err("phone has no country prefix (use +CC… or --default-region)"),
             ),
-            ("", Err("phone_number is empty")),
+            (
+                "+372 5555 5555 ext. 12",
+                None,
+                Err("phone has an extension; an SMS cannot reach one: give the number alone"),
+            ),
+            (
+                "+3725555555;ext=12",
+                None,
+                Err("phone has an extension; an SMS cannot reach one: give the number alone"),
+            ),
+            (
+                "+3725555555 x12",
+                None,
+                Err("phone has an extension; an SMS cannot reach one: give the number alone"),
+            ),
+            (
+                "1-800-FLOWERS",
+                ee,
+                Err("phone has letters (a vanity number?): write it in digits"),
+            ),
+            (
+                "+372 5555*5555",
+                None,
+                Err(
+                    "phone contains '*'; only digits, spaces, dashes, dots, slashes, parentheses and a leading + or 00 are allowed",
+                ),
+            ),
+            ("", None, Err("phone_number is empty")),
         ];
-        for (raw, want) in cases {
+        for (raw, region, want) in cases {
             assert_eq!(
-                normalize_phone(raw, None).as_deref(),
+                normalize(raw, region).as_deref(),
                 want.map_err(str::to_string).as_deref(),
                 "{raw}"
             );
         }
-        assert!(normalize_phone("+372abc55555", None).is_err());
-    }
-
-    #[test]
-    fn default_region_completes_national_numbers() {
-        let ee = "EE".parse().expect("EE is a region");
-        assert_eq!(
-            normalize_phone("5551 2345", Some(ee)).as_deref(),
-            Ok("+37255512345")
-        );
-        let gb = "GB".parse().expect("GB is a region");
-        assert_eq!(
-            normalize_phone("07400 123456", Some(gb)).as_deref(),
-            Ok("+447400123456")
-        );
     }
 
     #[test]
@@ -204,9 +187,21 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn normalisation_never_panics(s in "\\PC*") {
-            let _ = normalize_phone(&s, None);
-            let _ = normalize_phone(&s, "EE".parse().ok());
+            let _ = normalize(&s, None);
+            let _ = understand(&s, "EE".parse().ok());
         }
 
+        /// A number once normalised is its own normal form, whatever the default region.
+        #[test]
+        fn normalising_twice_changes_nothing(
+            s in "(\\+|00)?[1-9][0-9 ().-]{6,16}",
+            region in proptest::sample::select(vec![None, Some("EE"), Some("GB"), Some("US"), Some("RU")]),
+        ) {
+            let region = region.and_then(|r| r.parse().ok());
+            if let Ok(once) = normalize(&s, region) {
+                proptest::prop_assert_eq!(normalize(&once, region), Ok(once.clone()));
+                proptest::prop_assert_eq!(normalize(&once, None), Ok(once));
+            }
+        }
     }
 }

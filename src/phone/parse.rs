@@ -1,0 +1,210 @@
+//! A phone number as libphonenumber reads it (through the `phonenumber` crate): the E.164 form,
+//! whether its length is possible for its country, whether it is in an assigned range, and what
+//! kind of line it is. The checks of text the crate does not make (extensions, letters, stray
+//! characters) come first, so that each rejection says what is wrong in words.
+
+use phonenumber::{PhoneNumber, country};
+
+use super::codes::Code;
+
+/// A number understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phone {
+    /// The number in E.164 (`+` and digits).
+    pub e164: String,
+    /// Whether it is in a range libphonenumber knows to be assigned.
+    pub assigned: bool,
+    /// What kind of line it is.
+    pub line: Line,
+}
+
+/// What kind of line a number is, for an SMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A mobile.
+    Mobile,
+    /// Possibly a mobile: the country's numbers do not tell (the US's fixed line or mobile).
+    MaybeMobile,
+    /// Not a mobile: fixed line, toll free, premium rate, …; the name of the kind.
+    NotMobile(&'static str),
+    /// Not in any known range (see [`Phone::assigned`]).
+    Unknown,
+}
+
+/// A number as calling code and national significant number (leading zeros kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Parts {
+    pub(super) code: u16,
+    pub(super) national: String,
+}
+
+impl Parts {
+    fn e164(&self) -> String {
+        format!("+{}{}", self.code, self.national)
+    }
+}
+
+/// Reads a phone number as written into E.164, refusing what libphonenumber calls impossible.
+/// The error is a reason that never repeats the number (reasons reach logs).
+pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, String> {
+    // Most exports hold E.164 already: checked as it is, without a copy until the answer.
+    if let Some(digits) = raw.strip_prefix('+')
+        && let Some((code, national)) = split(digits)
+        && !code.has_trunk_prefix(national)
+    {
+        super::codes::possible(code, national.len())?;
+        return Ok(raw.to_string());
+    }
+    let parts = parts(raw, region)?;
+    let code = Code::of(parts.code)
+        .ok_or_else(|| format!("phone has +{}, which is no country's code", parts.code))?;
+    super::codes::possible(code, parts.national.len())?;
+    Ok(parts.e164())
+}
+
+/// Reads a phone number as written, and says what kind of number it is.
+pub fn understand(raw: &str, region: Option<country::Id>) -> Result<Phone, String> {
+    let e164 = normalize(raw, region)?;
+    let (assigned, line) = super::classify(&e164);
+    Ok(Phone {
+        e164,
+        assigned,
+        line,
+    })
+}
+
+fn parts(raw: &str, region: Option<country::Id>) -> Result<Parts, String> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err("phone_number is empty".into());
+    }
+    check_characters(text)?;
+    let compact: String = text
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect();
+    let international = compact
+        .strip_prefix('+')
+        .or_else(|| compact.strip_prefix("00"));
+    if let Some(digits) = international {
+        return self::international(digits);
+    }
+    let Some(region) = region else {
+        return Err("phone has no country prefix (use +CC… or --default-region)".into());
+    };
+    if compact.contains('+') {
+        return Err("phone has a + that is not at its start".into());
+    }
+    let parsed = phonenumber::parse(Some(region), &compact)
+        .map(|number| of(&number))
+        .map_err(|_| format!("phone is not a number of {}", region.as_ref()))?;
+    Ok(trunk_once(parsed, &compact))
+}
+
+fn of(number: &PhoneNumber) -> Parts {
+    Parts {
+        code: number.code().value(),
+        national: number.national().to_string(),
+    }
+}
+
+/// The digits after an international prefix. Read without the default region: its national
+/// prefix must not apply to another country's number.
+fn international(digits: &str) -> Result<Parts, String> {
+    if digits.contains('+') {
+        return Err("phone has a + that is not at its start".into());
+    }
+    // Most numbers need no parsing: a calling code and a national number without a trunk prefix
+    // (the crate's parser costs forty times what the rest of the checks do).
+    if let Some(parts) = split_code(digits)
+        && !has_trunk_prefix(&parts)
+    {
+        return Ok(parts);
+    }
+    let parsed = phonenumber::parse(None, format!("+{digits}"))
+        .map(|number| of(&number))
+        .map_err(|e| format!("phone is not a number libphonenumber can read ({e})"))?;
+    Ok(match split_code(digits) {
+        Some(whole) if whole.code == parsed.code => trunk_once(parsed, &whole.national),
+        _ => parsed,
+    })
+}
+
+/// Corrects the crate where it drops too much: it strips a trunk prefix twice (`8 800…` in
+/// Russia, whose trunk prefix is 8, loses both eights), and even where the digits belong to the
+/// number. libphonenumber strips it once, and only when the number is one of the country's
+/// without it, or was none with it. `written` is the national number as written.
+fn trunk_once(parsed: Parts, written: &str) -> Parts {
+    if super::kind::viable(&parsed) {
+        return parsed;
+    }
+    let candidates = Code::of(parsed.code)
+        .into_iter()
+        .flat_map(|code| code.trunks.iter())
+        .filter_map(|trunk| written.strip_prefix(trunk))
+        .chain([written]);
+    for national in candidates {
+        let candidate = Parts {
+            code: parsed.code,
+            national: national.to_string(),
+        };
+        if super::kind::viable(&candidate) {
+            return candidate;
+        }
+    }
+    parsed
+}
+
+/// The calling code at the start of the digits (codes are prefix-free: the first that exists).
+pub(super) fn split_code(digits: &str) -> Option<Parts> {
+    split(digits).map(|(code, national)| Parts {
+        code: code.code,
+        national: national.to_string(),
+    })
+}
+
+/// The calling code and the national number of digits (nothing else) after a `+`.
+fn split(digits: &str) -> Option<(&'static Code, &str)> {
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+        return None;
+    }
+    (1..=3).find_map(|len| {
+        let code = Code::of(digits.get(..len)?.parse().ok()?)?;
+        Some((code, &digits[len..]))
+    })
+}
+
+/// Whether the national number starts with a trunk prefix of a country of its code (`+44 0…`):
+/// such a number is left to the crate's parser, which drops it as libphonenumber does.
+fn has_trunk_prefix(parts: &Parts) -> bool {
+    Code::of(parts.code).is_none_or(|code| code.has_trunk_prefix(&parts.national))
+}
+
+/// Refuses what no phone number holds, each with its own reason.
+fn check_characters(text: &str) -> Result<(), String> {
+    let lower = text.to_lowercase();
+    let extension = lower.contains("ext")
+        || lower.contains(';')
+        || lower.contains('#')
+        || lower.rfind('x').is_some_and(|at| {
+            lower[at + 1..]
+                .trim_start_matches(['.', ' '])
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+    if extension {
+        return Err(
+            "phone has an extension; an SMS cannot reach one: give the number alone".into(),
+        );
+    }
+    if text.chars().any(char::is_alphabetic) {
+        return Err("phone has letters (a vanity number?): write it in digits".into());
+    }
+    if let Some(bad) = text.chars().find(|c| {
+        !(c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '(' | ')' | '/') || c.is_whitespace())
+    }) {
+        return Err(format!(
+            "phone contains {bad:?}; only digits, spaces, dashes, dots, slashes, parentheses and a leading + or 00 are allowed"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Writes tests/phones/corpus.csv: phone numbers written the ways people write them, each with what
+Google's libphonenumber makes of it (its Python port, `phonenumbers`, pinned to the metadata version
+of the Rust `phonenumber` crate the importer uses). The importer is never asked: this file is the
+oracle that tests/phones.rs compares it with.
+
+    python3 -m venv /tmp/pn && /tmp/pn/bin/pip install phonenumbers==9.0.33
+    /tmp/pn/bin/python tests/phones/make_corpus.py > tests/phones/corpus.csv
+
+Columns: the text as written, the --default-region (empty: none), then libphonenumber's verdict:
+`e164` (empty when the number is not understood or not possible), `verdict` (`ok`, `unparsable`, or
+the possibility reason: `too_short`, `too_long`, `invalid_length`, `invalid_country_code`,
+`local_only`), `valid` (in an assigned range) and `type` (MOBILE, FIXED_LINE, …).
+"""
+
+import csv
+import sys
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat as F
+from phonenumbers import PhoneNumberType as T
+from phonenumbers import ValidationResult as V
+
+REGIONS = """AE AR AT AU BE BG BR CA CH CL CN CO CZ DE DK EE EG ES FI FR GB GR HK HU ID IE IL IN IT JP KE KR
+LT LV MX MY NG NL NO NZ PH PL PT RO RU SA SE SG SK TH TR UA US VN ZA""".split()
+TYPES = [T.MOBILE, T.FIXED_LINE, T.TOLL_FREE, T.PREMIUM_RATE, T.VOIP]
+# A region whose international prefix is 00, for the `00` form.
+IDD_00 = "EE"
+
+REASONS = {
+    V.IS_POSSIBLE_LOCAL_ONLY: "local_only",
+    V.INVALID_COUNTRY_CODE: "invalid_country_code",
+    V.TOO_SHORT: "too_short",
+    V.INVALID_LENGTH: "invalid_length",
+    V.TOO_LONG: "too_long",
+}
+TYPE_NAMES = {getattr(T, n): n for n in dir(T) if n.isupper()}
+
+
+def verdict(text, region):
+    try:
+        number = phonenumbers.parse(text, region or None)
+    except phonenumbers.NumberParseException:
+        return ["", "unparsable", "", ""]
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != V.IS_POSSIBLE:
+        return ["", REASONS.get(reason, "impossible"), "", ""]
+    return [
+        phonenumbers.format_number(number, F.E164),
+        "ok",
+        str(phonenumbers.is_valid_number(number)).lower(),
+        TYPE_NAMES[phonenumbers.number_type(number)],
+    ]
+
+
+def forms(region, number):
+    """The ways people write one number, each with the --default-region it is read with."""
+    cc = str(number.country_code)
+    intl = phonenumbers.format_number(number, F.INTERNATIONAL)
+    e164 = phonenumbers.format_number(number, F.E164)
+    national = phonenumbers.format_number(number, F.NATIONAL)
+    rest = intl[len(cc) + 2 :]
+    yield e164, ""
+    yield intl, ""
+    yield intl.replace(" ", "-"), ""
+    yield intl.replace(" ", "."), ""
+    yield f"(+{cc}) {rest}", ""
+    yield f"00{cc} {rest}", IDD_00
+    yield f"00 {cc} {rest}", IDD_00
+    yield national, region
+    yield national.replace(" ", ""), region
+    prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
+    if prefix and national.startswith(prefix):
+        trunk = national[len(prefix) :].strip()
+        yield f"+{cc} ({prefix}) {trunk}", ""
+        yield f"+{cc} ({prefix}){trunk}", ""
+        # A default region of another country must not change how +CC is read.
+        yield f"+{cc} ({prefix}) {trunk}", "EE" if region != "EE" else "GB"
+    # Wrong lengths, and a national number read under another country's rules.
+    yield e164[:-2], ""
+    yield e164 + "12", ""
+    yield national, "EE" if region != "EE" else "US"
+
+
+def main():
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["text", "region", "e164", "verdict", "valid", "type"])
+    seen = set()
+    for region in REGIONS:
+        for kind in TYPES:
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            for text, default in forms(region, number):
+                if (text, default) in seen:
+                    continue
+                seen.add((text, default))
+                out.writerow([text, default] + verdict(text, default))
+    # Forms the issue names, written by hand.
+    for text, default in [
+        ("+44 (0) 20 7946 0958", ""),
+        ("+44 (0) 20 7946 0958", "EE"),
+        ("+49 (0)30 123456", ""),
+        ("+33 (0)6 12 34 56 78", ""),
+        ("1-415-555-0133", "EE"),
+        ("1-415-555-0133", "US"),
+        ("011 44 20 7946 0958", "US"),
+        ("5123 4567", "EE"),
+    ]:
+        out.writerow([text, default] + verdict(text, default))
+
+
+if __name__ == "__main__":
+    main()
