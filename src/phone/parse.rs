@@ -48,18 +48,43 @@ impl Parts {
 /// The error is a reason that never repeats the number (reasons reach logs).
 pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, String> {
     // Most exports hold E.164 already: checked as it is, without a copy until the answer.
-    if let Some(digits) = raw.strip_prefix('+')
-        && let Some((code, national)) = split(digits)
-        && !code.has_trunk_prefix(national)
-    {
-        super::codes::possible(code, national.len())?;
+    if quick(raw)? {
         return Ok(raw.to_string());
     }
-    let parts = parts(raw, region)?;
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err("phone_number is empty".into());
+    }
+    check_characters(text)?;
+    let compact: String = text
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect();
+    let compact = match compact.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => compact,
+    };
+    if quick(&compact)? {
+        return Ok(compact);
+    }
+    let parts = parts(&compact, region)?;
     let code = Code::of(parts.code)
         .ok_or_else(|| format!("phone has +{}, which is no country's code", parts.code))?;
     super::codes::possible(code, parts.national.len())?;
     Ok(parts.e164())
+}
+
+/// Whether `text` is `+`, a calling code and a national number without a trunk prefix, of a
+/// possible length: most numbers, which then need no parsing (the crate's parser costs forty
+/// times what the rest of the checks do). An impossible length is an error.
+fn quick(text: &str) -> Result<bool, String> {
+    match text.strip_prefix('+').and_then(split) {
+        Some((code, national)) if !code.has_trunk_prefix(national) => {
+            super::codes::possible(code, national.len())?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Reads a phone number as written, and says what kind of number it is.
@@ -73,20 +98,9 @@ pub fn understand(raw: &str, region: Option<country::Id>) -> Result<Phone, Strin
     })
 }
 
-fn parts(raw: &str, region: Option<country::Id>) -> Result<Parts, String> {
-    let text = raw.trim();
-    if text.is_empty() {
-        return Err("phone_number is empty".into());
-    }
-    check_characters(text)?;
-    let compact: String = text
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect();
-    let international = compact
-        .strip_prefix('+')
-        .or_else(|| compact.strip_prefix("00"));
-    if let Some(digits) = international {
+/// Parses a number of digits and `+` (a leading `00` already made `+`).
+fn parts(compact: &str, region: Option<country::Id>) -> Result<Parts, String> {
+    if let Some(digits) = compact.strip_prefix('+') {
         return self::international(digits);
     }
     let Some(region) = region else {
@@ -95,10 +109,10 @@ fn parts(raw: &str, region: Option<country::Id>) -> Result<Parts, String> {
     if compact.contains('+') {
         return Err("phone has a + that is not at its start".into());
     }
-    let parsed = phonenumber::parse(Some(region), &compact)
+    let parsed = phonenumber::parse(Some(region), compact)
         .map(|number| of(&number))
         .map_err(|_| format!("phone is not a number of {}", region.as_ref()))?;
-    Ok(trunk_once(parsed, &compact))
+    Ok(trunk_once(parsed, compact))
 }
 
 fn of(number: &PhoneNumber) -> Parts {
@@ -113,13 +127,6 @@ fn of(number: &PhoneNumber) -> Parts {
 fn international(digits: &str) -> Result<Parts, String> {
     if digits.contains('+') {
         return Err("phone has a + that is not at its start".into());
-    }
-    // Most numbers need no parsing: a calling code and a national number without a trunk prefix
-    // (the crate's parser costs forty times what the rest of the checks do).
-    if let Some(parts) = split_code(digits)
-        && !has_trunk_prefix(&parts)
-    {
-        return Ok(parts);
     }
     let parsed = phonenumber::parse(None, format!("+{digits}"))
         .map(|number| of(&number))
@@ -174,14 +181,15 @@ fn split(digits: &str) -> Option<(&'static Code, &str)> {
     })
 }
 
-/// Whether the national number starts with a trunk prefix of a country of its code (`+44 0…`):
-/// such a number is left to the crate's parser, which drops it as libphonenumber does.
-fn has_trunk_prefix(parts: &Parts) -> bool {
-    Code::of(parts.code).is_none_or(|code| code.has_trunk_prefix(&parts.national))
-}
-
 /// Refuses what no phone number holds, each with its own reason.
 fn check_characters(text: &str) -> Result<(), String> {
+    // What numbers are written with: nothing to name.
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'/' | b' '))
+    {
+        return Ok(());
+    }
     let lower = text.to_lowercase();
     let extension = lower.contains("ext")
         || lower.contains(';')
