@@ -129,14 +129,28 @@ fn invalid_rows_are_never_sent_and_name_file_and_line() {
     let env = Env::new();
     let run = env.import(&sample("users-invalid.csv"), &[]);
     run.expect_code(1);
-    assert_eq!(run.count("rows"), 11);
-    assert_eq!(run.count("invalid"), 9);
+    assert_eq!(run.count("rows"), 15);
+    assert_eq!(run.count("invalid"), 12);
     assert_eq!(run.count("duplicate"), 1);
-    assert_eq!((run.count("sent"), run.count("synced")), (1, 1));
+    assert_eq!((run.count("sent"), run.count("synced")), (2, 2));
+    assert_eq!(
+        run.count("phone_warnings"),
+        1,
+        "the fixed line of the (0) row"
+    );
     assert_eq!(
         env.sim.stats().create_requests,
-        1,
-        "only the valid row reached the API"
+        2,
+        "only the valid rows reached the API"
+    );
+    assert_eq!(
+        env.remote().len(),
+        2,
+        "the (0) row is registered as +442079460958"
+    );
+    assert_eq!(
+        env.rows()["trunk.zero@example.com"].phone_number,
+        "+442079460958"
     );
     run.expect_line(
         "users-invalid.csv:3: invalid: \"\"",
@@ -147,7 +161,23 @@ fn invalid_rows_are_never_sent_and_name_file_and_line() {
         "phone has no country prefix (use +CC… or --default-region)",
     );
     run.expect_line(
-        "users-invalid.csv:12: duplicate: \"valid.user@example.com\"",
+        "users-invalid.csv:12: invalid: \"extension@example.com\"",
+        "an SMS cannot reach one: give the number alone",
+    );
+    run.expect_line(
+        "users-invalid.csv:13: invalid: \"vanity@example.com\"",
+        "(a vanity number?): write it in digits",
+    );
+    run.expect_line(
+        "users-invalid.csv:14: invalid: \"wrong.country@example.com\"",
+        "its numbers have 7, 8 or 10 digits after the country code",
+    );
+    run.expect_line(
+        "users-invalid.csv:15: phone warning: \"trunk.zero@example.com\" (+44 (****58)",
+        "the number is a fixed line, not a mobile: an SMS may never reach it",
+    );
+    run.expect_line(
+        "users-invalid.csv:16: duplicate: \"valid.user@example.com\"",
         "the first occurrence wins",
     );
 }

@@ -238,14 +238,15 @@ impl Run<'_> {
             return None;
         }
         self.phone_warnings += 1;
+        if self.config.verbosity != Verbosity::Quiet {
+            self.progress.warn(&format!(
+                "{}:{}: phone warning: {id:?} ({}): {warning}",
+                Escaped(&self.input),
+                job.line,
+                mask_phone(phone)
+            ));
+        }
         let warning = format!("phone warning: {warning}");
-        self.log(
-            job.line,
-            (id, phone),
-            Outcome::Planned,
-            Some(&warning),
-            false,
-        );
         job.warning = Some(warning);
         Some(job)
     }
