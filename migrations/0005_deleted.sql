@@ -25,7 +25,10 @@ DROP TABLE users;
 ALTER TABLE users_v5 RENAME TO users;
 CREATE INDEX users_unresolved ON users (service_id) WHERE status = 'present' AND user_id IS NULL;
 
--- What `--prune` deleted: the UserID and phone a row had when its user was deleted at Verigator.
+-- What `--prune` deleted: the UserID, phone and status a row had. Written (and committed) before the
+-- DELETE is sent, with the row marked `deleted` but keeping its UserID; completed (`finished_at`, the
+-- row's UserID cleared) once Verigator answered. A run killed in between leaves both, and the next
+-- run knows the deletion may or may not have happened.
 CREATE TABLE deletions (
     id            INTEGER PRIMARY KEY,
     run_id        INTEGER,
@@ -33,7 +36,9 @@ CREATE TABLE deletions (
     id_in_service TEXT NOT NULL,
     user_id       TEXT NOT NULL,
     phone_number  TEXT NOT NULL,
-    deleted_at    TEXT NOT NULL
+    old_status    TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT
 );
 CREATE INDEX deletions_by_user ON deletions (service_id, id_in_service);
 

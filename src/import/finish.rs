@@ -135,7 +135,8 @@ impl Run<'_> {
             .await?;
         self.note_stops(client, signals);
         if let Some(limit) = self.config.mode.prune {
-            self.prune(ledger, limit, input_broke, client, stop).await?;
+            self.prune(ledger, limit, input_broke, client, (stop, signals))
+                .await?;
             self.note_stops(client, signals);
         }
         Ok(unresolved)

@@ -181,6 +181,10 @@ struct Run<'a> {
     answered: u64,
     /// The first line whose id could not be read at all: `--prune` then deletes nothing.
     unreadable: Option<u64>,
+    /// The first line of a record that runs over several lines: `--prune` then deletes nothing.
+    spans_lines: Option<u64>,
+    /// The input file as it was opened (a regular file): one changed since deletes nothing.
+    stamp: Option<input::Stamp>,
     /// `--prune` was given and deleted nothing because a safety rule forbade it.
     prune_refused: bool,
     /// Rows sent (or, in a plan, to send) with a phone warning.
@@ -247,6 +251,8 @@ impl<'a> Run<'a> {
             finished: 0,
             answered: 0,
             unreadable: None,
+            spans_lines: None,
+            stamp: reader.stamp(),
             prune_refused: false,
             phone_warnings: 0,
             not_mobile: 0,

@@ -16,11 +16,14 @@ use crate::config::{MaxDelete, Verbosity};
 use crate::ledger::{Ledger, LedgerError, Prunable};
 use crate::phone::mask_phone;
 use crate::report::Outcome;
+use crate::signals::Signals;
 use crate::throttle::Stop;
 use crate::user::Escaped;
 
-/// Users read from the ledger per batch of deletions.
+/// Users read from the ledger per batch of deletions (begun in one commit).
 const PRUNE_BATCH: usize = 4096;
+/// How often a prune waiting for answers looks for a second signal.
+const SIGNAL_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Run<'_> {
     /// Deletes (or, on a dry run, lists) the users not in the file, if nothing forbids it.
@@ -31,7 +34,7 @@ impl Run<'_> {
         limit: MaxDelete,
         input_broke: bool,
         client: &Client,
-        stop: &Stop,
+        (stop, signals): (&Stop, &Signals),
     ) -> Result<(), LedgerError> {
         if let Some(why) = self.prune_blocked(input_broke, stop) {
             self.prune_refused = true;
@@ -44,14 +47,20 @@ impl Run<'_> {
         };
         ledger.commit()?;
         let service = self.config.service_id.clone();
-        let held = ledger.holding(&service)?;
+        // The share is of the users held before this run: those it just created would otherwise
+        // let a wrong file of new ids delete every user there was (synced and present outcomes
+        // are exactly the rows that were neither before).
+        let mut held = ledger.holding(&service)?;
+        if !self.config.mode.dry_run {
+            held = held.saturating_sub(self.counts.synced + self.counts.present);
+        }
         let planner = &self.planner;
         let gone = ledger.count_prunable(&service, |rowid| !planner.in_file(rowid))?;
         let most = limit.of(held);
         if gone > most {
             self.prune_refused = true;
             self.progress.println(&format!(
-                "warning: --prune: {gone} of the {held} users this ledger holds for service {service} are not in the file, more than --max-delete {limit} allows ({most}); nothing deleted. If the file is complete, pass --max-delete {gone} (with --dry-run --report FILE to list them first)"
+                "warning: --prune: {gone} of the {held} users this ledger held for service {service} before this run are not in the file, more than --max-delete {limit} allows ({most}); nothing deleted. If the file is complete, pass --max-delete {gone} (with --dry-run --report FILE to list them first)"
             ));
             return Ok(());
         }
@@ -67,7 +76,7 @@ impl Run<'_> {
                 "--prune: deleting {gone} users not in the file at Verigator"
             ));
         }
-        self.delete_all(ledger, client, stop).await
+        self.delete_all(ledger, client, (stop, signals)).await
     }
 
     /// Why nothing may be deleted, if something forbids it.
@@ -78,25 +87,44 @@ impl Run<'_> {
         if self.aborted.is_some() || stop.is_triggered() {
             return Some("the run stopped before the end of the file".into());
         }
-        self.unreadable.map(|line| {
+        let input = Escaped(&self.input);
+        if let (Some(stamp), crate::config::Source::File(path)) = (self.stamp, &self.config.source)
+            && !stamp.holds_for(path)
+        {
+            return Some(format!(
+                "{input} changed while it was read (cut short or rewritten), so the users not in it are not known; run again once the export is complete"
+            ));
+        }
+        let broken = |line, what| {
             format!(
-                "{}:{line}: a row's id could not be read (see its warning), so the users not in the file are not known; a broken export must never delete users. Fix the file and run again",
-                Escaped(&self.input)
+                "{input}:{line}: {what}, so the users not in the file are not known; a broken export must never delete users. Fix the file and run again"
+            )
+        };
+        if let Some(line) = self.unreadable {
+            return Some(broken(
+                line,
+                "a row's id could not be read (see its warning)",
+            ));
+        }
+        self.spans_lines.map(|line| {
+            broken(
+                line,
+                "a record runs over several lines (a quote that never closes swallows the rows after it)",
             )
         })
     }
 
     /// Walks the users not in the file a batch at a time, deleting each batch with up to
-    /// `--concurrency` requests in flight (a plan only lists them).
+    /// `--concurrency` requests in flight (a plan only lists them). A second signal stops at
+    /// once: the deletions in flight stay begun, for the next run.
     async fn delete_all(
         &mut self,
         ledger: &mut Ledger,
         client: &Client,
-        stop: &Stop,
+        (stop, signals): (&Stop, &Signals),
     ) -> Result<(), LedgerError> {
         let owned = self.config.service_id.clone();
         let service = owned.as_str();
-        let concurrency = self.config.client.concurrency.get();
         let mut after = 0;
         while !stop.is_triggered() {
             let planner = &self.planner;
@@ -112,23 +140,9 @@ impl Run<'_> {
                     self.note_pruned(user, Outcome::Delete, &reason, true);
                 }
             } else {
-                let mut waiting = batch.into_iter();
-                let mut flying = FuturesUnordered::new();
-                loop {
-                    while flying.len() < concurrency && !stop.is_triggered() {
-                        let Some(user) = waiting.next() else { break };
-                        flying.push(async move {
-                            let attempted = client.delete_user(service, &user.user_id).await;
-                            (user, attempted)
-                        });
-                    }
-                    let Some((user, attempted)) = flying.next().await else {
-                        break;
-                    };
-                    self.settle_deletion(ledger, &user, attempted, stop)?;
-                    ledger.commit_if_due(false)?;
-                }
-                // Those not started (the run stopped) stay as they are: the next run deletes them.
+                ledger.begin_deletions(self.run_id, service, &batch)?;
+                self.delete_batch(ledger, batch, client, (stop, signals))
+                    .await?;
             }
             match next {
                 Some(last) => after = last,
@@ -136,6 +150,48 @@ impl Run<'_> {
             }
         }
         ledger.commit()?;
+        Ok(())
+    }
+
+    /// Deletes one begun batch; those never sent (the run stopped) are undone.
+    async fn delete_batch(
+        &mut self,
+        ledger: &mut Ledger,
+        batch: Vec<Prunable>,
+        client: &Client,
+        (stop, signals): (&Stop, &Signals),
+    ) -> Result<(), LedgerError> {
+        let service = self.config.service_id.clone();
+        let concurrency = self.config.client.concurrency.get();
+        let mut waiting = batch.into_iter();
+        let mut flying = FuturesUnordered::new();
+        loop {
+            while flying.len() < concurrency && !stop.is_triggered() {
+                let Some(user) = waiting.next() else { break };
+                let service = service.as_str();
+                flying.push(async move {
+                    let attempted = client.delete_user(service, &user.user_id).await;
+                    (user, attempted)
+                });
+            }
+            let answered = tokio::select! {
+                answered = flying.next() => answered,
+                () = tokio::time::sleep(SIGNAL_LOOK) => {
+                    if signals.count() > 1 {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some((user, attempted)) = answered else {
+                break;
+            };
+            self.settle_deletion(ledger, &user, attempted, stop)?;
+            ledger.commit_if_due(false)?;
+        }
+        for user in waiting.filter(|user| !user.begun) {
+            ledger.undo_deletion(&service, &user)?;
+        }
         Ok(())
     }
 
@@ -147,9 +203,8 @@ impl Run<'_> {
         attempted: Attempted<Deleted>,
         stop: &Stop,
     ) -> Result<(), LedgerError> {
-        let run_id = self.run_id;
         let service = &self.config.service_id;
-        let (outcome, reason) = match attempted.result {
+        let (outcome, reason) = match &attempted.result {
             Retried::Done(Deleted::Gone) => (
                 Outcome::Deleted,
                 format!(
@@ -172,21 +227,29 @@ impl Run<'_> {
                 stop.trigger();
                 (Outcome::Delete, format!("not deleted: {fatal}"))
             }
+            // It may have happened (a timeout): left begun, for the next prune to finish.
             Retried::GaveUp(why) => (
                 Outcome::Delete,
-                format!("not deleted: {why}; the next run with --prune tries again"),
+                format!("not deleted: {why}; the next run with --prune deletes it"),
             ),
             Retried::Stopped(_) => (
                 Outcome::Delete,
-                "not deleted: the run stopped first; the next run with --prune tries again".into(),
+                "not deleted: the run stopped first; the next run with --prune deletes it".into(),
             ),
         };
-        if outcome == Outcome::Deleted && !ledger.record_deleted(run_id, service, user)? {
+        let certain_not = matches!(
+            attempted.result,
+            Retried::Done(Deleted::Refused(_) | Deleted::Fatal(_))
+        ) || attempted.attempts == 0;
+        if outcome == Outcome::Deleted && !ledger.finish_deletion(service, user)? {
             // Changed since it was read (it cannot be, under the run lock): said, not hidden.
             let why =
                 "deleted at Verigator, but the ledger row changed meanwhile; it was left as it is";
             self.note_pruned(user, Outcome::Delete, why, false);
             return Ok(());
+        }
+        if outcome == Outcome::Delete && certain_not && !user.begun {
+            ledger.undo_deletion(service, user)?;
         }
         self.note_pruned(user, outcome, &reason, outcome == Outcome::Deleted);
         Ok(())

@@ -128,6 +128,9 @@ impl Run<'_> {
     ) -> Result<Option<Job>, ImportError> {
         self.counts.rows += 1;
         let line = record.line;
+        if record.spans_lines {
+            self.spans_lines.get_or_insert(line);
+        }
         let user = match record.row {
             Row::Invalid(r) => {
                 match (&entry, &r.key) {

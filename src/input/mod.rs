@@ -62,6 +62,9 @@ pub struct Record {
     pub line: u64,
     /// Its content.
     pub row: Row,
+    /// Whether a field holds a line break, so that the record runs over several lines: rare in
+    /// an export, and the mark of a quote that never closes, which swallows the rows after it.
+    pub spans_lines: bool,
 }
 
 /// A problem with the file as a whole: nothing is sent.
@@ -125,7 +128,29 @@ pub struct Reader {
     phone_index: usize,
     region: Option<phonenumber::country::Id>,
     record: ByteRecord,
-    size: Option<u64>,
+    stamp: Option<Stamp>,
+}
+
+/// A regular file's length and modification time when it was opened: a file cut short or
+/// rewritten while it is read no longer matches (`--prune` then deletes nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+
+    /// Whether the file at `path` is still as it was.
+    pub fn holds_for(&self, path: &std::path::Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|meta| Stamp::of(&meta) == *self)
+    }
 }
 
 impl std::fmt::Debug for Reader {
@@ -139,7 +164,7 @@ impl std::fmt::Debug for Reader {
 /// Opens the source, detects the delimiter and finds the id and phone columns.
 pub fn open(source: &Source, options: &InputOptions) -> Result<Reader, InputError> {
     let name = source.name();
-    let (raw, size): (Box<dyn Read + Send>, Option<u64>) = match source {
+    let (raw, stamp): (Box<dyn Read + Send>, Option<Stamp>) = match source {
         Source::Stdin => (Box::new(io::stdin()), None),
         Source::File(path) => {
             let file = File::open(path).map_err(|source| InputError::Open {
@@ -156,10 +181,10 @@ pub fn open(source: &Source, options: &InputOptions) -> Result<Reader, InputErro
                     source: io::Error::other("is a directory"),
                 });
             }
-            (Box::new(file), meta.is_file().then_some(meta.len()))
+            (Box::new(file), meta.is_file().then(|| Stamp::of(&meta)))
         }
     };
-    from_reader(raw, name, size, options)
+    from_reader(raw, name, stamp, options)
 }
 
 /// The rows of a regular file, counted up front for progress (else `None`): its line breaks
@@ -194,7 +219,7 @@ pub fn count_rows(source: &Source) -> Option<u64> {
 pub fn from_reader(
     raw: Box<dyn Read + Send>,
     name: String,
-    size: Option<u64>,
+    stamp: Option<Stamp>,
     options: &InputOptions,
 ) -> Result<Reader, InputError> {
     let mut buffered = BufReader::with_capacity(256 * 1024, raw);
@@ -242,7 +267,7 @@ pub fn from_reader(
         phone_index,
         region: options.default_region,
         record: ByteRecord::new(),
-        size,
+        stamp,
     })
 }
 
@@ -316,9 +341,9 @@ impl Reader {
         &self.name
     }
 
-    /// The size in bytes when the input is a regular file, else `None`.
-    pub fn size(&self) -> Option<u64> {
-        self.size
+    /// The length and modification time of a regular file when it was opened, else `None`.
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.stamp
     }
 
     /// The next record, or `None` at the end of the file.
@@ -344,7 +369,15 @@ impl Reader {
                         self.validate()
                     };
                     let line = start.map_or(0, |s| s.line);
-                    return Some(Ok(Record { line, row }));
+                    let spans_lines = self
+                        .record
+                        .iter()
+                        .any(|field| memchr::memchr(b'\n', field).is_some());
+                    return Some(Ok(Record {
+                        line,
+                        row,
+                        spans_lines,
+                    }));
                 }
                 Err(e) => {
                     let line = self.csv.get_ref().line();

@@ -14,7 +14,8 @@ pub struct HistoryRow {
     pub service_id: String,
     /// The user's id in the customer's service.
     pub id_in_service: String,
-    /// `replaced`, `deleted` (by `--prune`), or the kind of reconcile's fix.
+    /// `replaced`, `deleted` (by `--prune`), `delete_begun` (a deletion whose answer a killed or
+    /// interrupted run never had: it may have happened), or the kind of reconcile's fix.
     pub kind: String,
     /// The UserID before.
     pub old_user_id: Option<String>,
@@ -162,7 +163,9 @@ impl Ledger {
                 0
             },
             deleted: if self.schema >= WITH_DELETIONS {
-                count("SELECT count(*) FROM deletions WHERE service_id = ?1")?
+                count(
+                    "SELECT count(*) FROM deletions WHERE service_id = ?1 AND finished_at IS NOT NULL",
+                )?
             } else {
                 0
             },
@@ -184,7 +187,9 @@ impl Ledger {
         };
         let deletions = if self.schema >= WITH_DELETIONS {
             "UNION ALL
-             SELECT service_id, id_in_service, 'deleted', user_id, NULL, phone_number, NULL, deleted_at
+             SELECT service_id, id_in_service,
+                    CASE WHEN finished_at IS NULL THEN 'delete_begun' ELSE 'deleted' END,
+                    user_id, NULL, phone_number, NULL, COALESCE(finished_at, started_at)
              FROM deletions WHERE ?1 IS NULL OR service_id = ?1"
         } else {
             ""

@@ -1,6 +1,8 @@
 //! What `import --prune` reads and writes: the users a service holds that may be deleted (synced or
-//! present with a UserID), how many the ledger holds, and each deletion, recorded with the UserID
-//! and phone it took away (so that nothing the ledger knew is lost).
+//! present with a UserID, and deletions a killed run left unfinished), how many the ledger holds,
+//! and each deletion: begun (committed) before its request, with the UserID, phone and status it
+//! takes away, then finished or undone once answered. Nothing the ledger knew is lost, and a kill
+//! at any point leaves a row that says its deletion may have happened.
 
 use rusqlite::params;
 
@@ -9,8 +11,10 @@ use super::{Ledger, LedgerError, now, sqlite};
 /// The rows `--prune` may delete, past a rowid, in rowid order. The table is read straight
 /// through (not through the key's index, which would fetch each row from wherever it was
 /// inserted): a prune looks at every row of the service once.
-const PRUNABLE: &str = "SELECT rowid, id_in_service, user_id, phone_number FROM users NOT INDEXED
-     WHERE rowid > ?2 AND service_id = ?1 AND status IN ('synced', 'present') AND user_id IS NOT NULL
+const PRUNABLE: &str = "SELECT rowid, id_in_service, user_id, phone_number, status = 'deleted'
+     FROM users NOT INDEXED
+     WHERE rowid > ?2 AND service_id = ?1 AND status IN ('synced', 'present', 'deleted')
+       AND user_id IS NOT NULL
      ORDER BY rowid";
 
 /// A user the ledger registered (or found) at Verigator, with its UserID.
@@ -24,6 +28,8 @@ pub struct Prunable {
     pub user_id: String,
     /// The phone it was registered with.
     pub phone_number: String,
+    /// Its deletion was begun by a run that did not finish it (`deleted` with a UserID).
+    pub begun: bool,
 }
 
 impl Ledger {
@@ -33,7 +39,8 @@ impl Ledger {
         self.conn
             .query_row(
                 "SELECT count(*) FROM users NOT INDEXED
-                 WHERE service_id = ?1 AND status IN ('synced', 'present')",
+                 WHERE service_id = ?1
+                   AND (status IN ('synced', 'present') OR (status = 'deleted' AND user_id IS NOT NULL))",
                 params![service_id],
                 |r| r.get(0),
             )
@@ -84,6 +91,7 @@ impl Ledger {
                 id_in_service: text(1)?,
                 user_id: text(2)?,
                 phone_number: text(3)?,
+                begun: r.get(4).map_err(|e| sqlite(&self.path, e))?,
             });
             if out.len() >= limit {
                 return Ok((out, Some(rowid)));
@@ -92,39 +100,104 @@ impl Ledger {
         Ok((out, None))
     }
 
-    /// Records, inside the current batch, that a user is gone at Verigator: the UserID and phone
-    /// go to `deletions`, then the row becomes `deleted` without a UserID. Only while the row
-    /// still holds that UserID (nothing else is ever overwritten); returns whether it did.
-    pub fn record_deleted(
+    /// Begins the deletion of these users, and commits it, before any request: each row's UserID,
+    /// phone and status go to `deletions`, and the row becomes `deleted`, still with its UserID.
+    /// A run killed after its request then leaves a row that says so: the next prune deletes it
+    /// again (404 finishes it), and a file that has the user again registers it again.
+    pub fn begin_deletions(
         &mut self,
         run_id: Option<i64>,
+        service_id: &str,
+        users: &[Prunable],
+    ) -> Result<(), LedgerError> {
+        self.begin()?;
+        let at = now();
+        for user in users.iter().filter(|u| !u.begun) {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO deletions (run_id, service_id, id_in_service, user_id, phone_number,
+                                           old_status, started_at)
+                     SELECT ?1, service_id, id_in_service, user_id, phone_number, status, ?5 FROM users
+                     WHERE rowid = ?3 AND service_id = ?2 AND user_id = ?4
+                       AND status IN ('synced', 'present')",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![run_id, service_id, user.rowid, user.user_id, at])
+                })
+                .map_err(|e| sqlite(&self.path, e))?;
+            self.conn
+                .prepare_cached(
+                    "UPDATE users SET status = 'deleted', updated_at = ?4
+                     WHERE rowid = ?2 AND service_id = ?1 AND user_id = ?3
+                       AND status IN ('synced', 'present')",
+                )
+                .and_then(|mut s| s.execute(params![service_id, user.rowid, user.user_id, at]))
+                .map_err(|e| sqlite(&self.path, e))?;
+        }
+        self.commit()?;
+        Ok(())
+    }
+
+    /// Finishes a deletion Verigator confirmed (2xx, or 404: gone already), inside the current
+    /// batch: the row drops its UserID, kept in `deletions`. Returns whether the row was still
+    /// the one begun.
+    pub fn finish_deletion(
+        &mut self,
         service_id: &str,
         user: &Prunable,
     ) -> Result<bool, LedgerError> {
         self.begin()?;
         let at = now();
-        let kept = self
+        let changed = self
             .conn
             .prepare_cached(
-                "INSERT INTO deletions (run_id, service_id, id_in_service, user_id, phone_number, deleted_at)
-                 SELECT ?1, service_id, id_in_service, user_id, phone_number, ?5 FROM users
-                 WHERE rowid = ?3 AND service_id = ?2 AND user_id = ?4 AND status IN ('synced', 'present')",
+                "UPDATE users SET user_id = NULL, ctime = NULL, last_error = NULL, updated_at = ?4
+                 WHERE rowid = ?1 AND service_id = ?2 AND user_id = ?3 AND status = 'deleted'",
             )
-            .and_then(|mut s| s.execute(params![run_id, service_id, user.rowid, user.user_id, at]))
+            .and_then(|mut s| s.execute(params![user.rowid, service_id, user.user_id, at]))
             .map_err(|e| sqlite(&self.path, e))?;
-        if kept == 0 {
-            return Ok(false);
-        }
         self.conn
             .prepare_cached(
-                "UPDATE users SET status = 'deleted', user_id = NULL, ctime = NULL, last_error = NULL,
-                    updated_at = ?3
-                 WHERE rowid = ?1 AND service_id = ?2",
+                "UPDATE deletions SET finished_at = ?4
+                 WHERE service_id = ?1 AND id_in_service = ?2 AND user_id = ?3 AND finished_at IS NULL",
             )
-            .and_then(|mut s| s.execute(params![user.rowid, service_id, at]))
+            .and_then(|mut s| s.execute(params![service_id, user.id_in_service, user.user_id, at]))
             .map_err(|e| sqlite(&self.path, e))?;
         self.batch_rows += 1;
-        Ok(true)
+        Ok(changed > 0)
+    }
+
+    /// Undoes a deletion that certainly did not happen (refused, or never sent), inside the
+    /// current batch: the row gets its status back and the begun entry goes.
+    pub fn undo_deletion(&mut self, service_id: &str, user: &Prunable) -> Result<(), LedgerError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "UPDATE users SET status = COALESCE(
+                    (SELECT old_status FROM deletions
+                     WHERE service_id = ?2 AND id_in_service = ?4 AND user_id = ?3
+                       AND finished_at IS NULL ORDER BY id DESC LIMIT 1), status)
+                 WHERE rowid = ?1 AND service_id = ?2 AND user_id = ?3 AND status = 'deleted'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    user.rowid,
+                    service_id,
+                    user.user_id,
+                    user.id_in_service
+                ])
+            })
+            .map_err(|e| sqlite(&self.path, e))?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM deletions
+                 WHERE service_id = ?1 AND id_in_service = ?3 AND user_id = ?2
+                   AND finished_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![service_id, user.user_id, user.id_in_service]))
+            .map_err(|e| sqlite(&self.path, e))?;
+        self.batch_rows += 1;
+        Ok(())
     }
 }
 
@@ -157,16 +230,37 @@ mod tests {
         let (rest, end) = l.prunable("s", 1, 10, not_in_file).expect("prunable");
         assert_eq!((rest[0].user_id.as_str(), rest.len(), end), ("u2", 1, None));
 
-        assert!(l.record_deleted(Some(7), "s", &first[0]).expect("delete"));
+        l.begin_deletions(Some(7), "s", &[first[0].clone(), rest[0].clone()])
+            .expect("begin");
+        // Begun: deleted, still with its UserID, and prunable again (a killed run's rows).
+        let a = l.lookup("s", "a").expect("a").expect("a");
+        assert_eq!(
+            (a.status, a.user_id.as_deref()),
+            (Status::Deleted, Some("u1"))
+        );
+        let (again, _) = l.prunable("s", 0, 10, not_in_file).expect("prunable");
+        assert!(
+            again.iter().all(|u| u.begun) && again.len() == 2,
+            "{again:?}"
+        );
+        assert_eq!(l.holding("s").expect("holding"), 4);
+        assert!(l.finish_deletion("s", &first[0]).expect("finish"));
         // A row whose UserID changed since it was read is left alone.
         let stale = Prunable {
             user_id: "not-u2".into(),
             ..rest[0].clone()
         };
-        assert!(!l.record_deleted(Some(7), "s", &stale).expect("stale"));
+        assert!(!l.finish_deletion("s", &stale).expect("stale"));
+        // Refused: b gets its status back, and nothing of it stays in the history.
+        l.undo_deletion("s", &rest[0]).expect("undo");
         l.commit().expect("commit");
         let a = l.lookup("s", "a").expect("a").expect("a");
         assert_eq!((a.status, a.user_id), (Status::Deleted, None));
+        let b = l.lookup("s", "b").expect("b").expect("b");
+        assert_eq!(
+            (b.status, b.user_id.as_deref()),
+            (Status::Present, Some("u2"))
+        );
         assert_eq!(l.count_prunable("s", not_in_file).expect("count"), 1);
         let mut history = Vec::new();
         l.for_each_history(Some("s"), |h| {

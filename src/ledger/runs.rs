@@ -139,9 +139,13 @@ impl Ledger {
              total(invalid), total(retry), total(duplicate), total(changed), total(resolved)",
             "total(pending), total(replaced)",
             format_args!(
-                "total({}), total({})",
+                "total({}), {}",
                 newer(WITH_FIXES, "unresolved"),
-                newer(WITH_DELETIONS, "deleted")
+                // Counted where each is kept: a killed run never writes its counts.
+                newer(
+                    WITH_DELETIONS,
+                    "(SELECT count(*) FROM deletions WHERE service_id = ?1 AND finished_at IS NOT NULL)"
+                )
             )
         );
         let counts = self
@@ -281,7 +285,8 @@ mod tests {
         };
         l.finish_run(ok, &more, 0).expect("finish");
         let totals = l.run_totals("s").expect("totals");
-        assert_eq!((totals.counts.rows, totals.counts.deleted), (7, 3));
+        // Deletions are counted where they are kept, not from the runs' counts.
+        assert_eq!((totals.counts.rows, totals.counts.deleted), (7, 0));
         let finished = l.runs(Some("s"), 1).expect("runs")[0].finished_at.clone();
         assert_eq!(totals.last_success, finished);
         assert_eq!(l.run_totals("other").expect("none"), RunTotals::default());

@@ -166,11 +166,27 @@ impl Pending {
 }
 
 /// Refuses an output path that is not a regular file (a directory, a device such as `/dev/null`,
-/// a FIFO): renaming a file over it would replace it. A symlink is fine: it is replaced, not
-/// followed. Called before anything is written or sent.
+/// a FIFO, a symlink to one) or whose directory does not exist: renaming a file over it would
+/// replace it, or fail only at the end. A symlink to a file is fine: it is replaced, not followed.
+/// Called before anything is written or sent.
 pub fn check_target(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(io::Error::other("its directory does not exist"));
+    }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() || meta.is_file() => Ok(()),
+        // A symlink to a device or a directory (`/dev/stdout`) names that thing, not a file:
+        // replacing the link would damage the system. A dangling one is replaced.
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::metadata(path) {
+            Ok(target) if !target.is_file() => Err(io::Error::other(
+                "is a symlink to something that is not a regular file (a device or a directory?)",
+            )),
+            _ => Ok(()),
+        },
+        Ok(meta) if meta.is_file() => Ok(()),
         Ok(meta) if meta.is_dir() => Err(io::Error::other("is a directory; name a file")),
         Ok(_) => Err(io::Error::other(
             "is not a regular file (a device or a FIFO?)",
