@@ -3,7 +3,7 @@
 //! imports it again to show that a rerun sends nothing, and shows a few exported UserIDs.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::commands::{Error, print_summary, runtime};
@@ -109,7 +109,7 @@ fn demo_config(
                 username: "demo".into(),
                 password: Secret::new("demo"),
             },
-            concurrency: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
+            concurrency: crate::client::Concurrency::Auto { ceiling: 256 },
             rate: Some(DEMO_RATE),
             burst: NonZeroU32::MIN,
             max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),

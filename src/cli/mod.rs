@@ -140,9 +140,13 @@ pub struct ImportArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub ledger: LedgerArgs,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    /// Requests in flight at once: `auto` sizes it by the rate and the API's latency (and shrinks
+    /// it when the API struggles); a number fixes it.
+    #[arg(long, default_value = "auto")]
+    pub concurrency: String,
+    /// With `--concurrency auto`: the most requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_concurrency: usize,
     /// Requests per second, retries included (the API's documented ceiling is 150/s per IP).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,

@@ -13,6 +13,7 @@ mod list;
 mod outage;
 mod redact;
 mod retry;
+mod window;
 mod wire;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use wire::CreateBody;
 pub use answers::{Created, Deleted, Fatal, Step, parse_retry_after, reason};
 pub use list::{ListError, ListSink, Listed, MAX_ENTRY_BYTES};
 pub use retry::{Attempted, Retried};
+pub use window::{AUTO_FLOOR, Concurrency, Window};
 pub use wire::{ListedUser, MAX_USER_ID_BYTES, is_valid_user_id, plausible_ctime};
 
 /// The header that carries `<username>:<password>` on every request.
@@ -64,6 +66,8 @@ pub struct Client {
     timeout: Duration,
     throttle: Arc<Throttle>,
     health: outage::Health,
+    /// How many requests may be in flight.
+    window: Window,
     /// The credentials, to take out of anything the server says back.
     secrets: redact::Secrets,
     /// Requests sent so far, retries included (for the progress display's rate).
@@ -94,7 +98,7 @@ impl Client {
             // bounded by this instead (see `retry::Answer::STREAMED`).
             .read_timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(options.concurrency.get())
+            .pool_max_idle_per_host(options.concurrency.most())
             .redirect(reqwest::redirect::Policy::none());
         // The proxy was decided by the config; nothing here reads the environment.
         let http = match &options.proxy {
@@ -112,7 +116,8 @@ impl Client {
             max_attempts: options.max_attempts.get(),
             timeout: options.timeout,
             throttle: Arc::new(Throttle::new(options.rate, options.burst)),
-            health: outage::Health::new(options.outage_timeout, options.concurrency.get()),
+            health: outage::Health::new(options.outage_timeout, options.concurrency.most()),
+            window: Window::new(options.concurrency, options.rate),
             sent: std::sync::atomic::AtomicU64::new(0),
             secrets: redact::Secrets::new(
                 &options.credentials.username,
@@ -120,6 +125,11 @@ impl Client {
             ),
             stop,
         })
+    }
+
+    /// How many requests may be in flight now, and what the API's latency is.
+    pub fn window(&self) -> &Window {
+        &self.window
     }
 
     /// Requests sent so far, retries included.

@@ -12,6 +12,7 @@ use url::Url;
 use super::answers::{Step, parse_retry_after};
 use super::outage::Verdict;
 use super::redact::{Redact, Secrets};
+use super::window::Slot;
 use super::{Client, describe};
 use crate::throttle::backoff;
 
@@ -104,12 +105,12 @@ enum Cut {
 impl Client {
     /// Sends one request until `answer` calls it final, the attempts run out, or the run
     /// stops.
-    pub(super) async fn with_retries<T: Redact>(
+    pub(super) async fn with_retries<T: Redact, A: Answer<T>>(
         &self,
         method: Method,
         url: Result<Url, String>,
         body: Option<bytes::Bytes>,
-        mut answer: impl Answer<T>,
+        mut answer: A,
     ) -> Attempted<T> {
         let url = match url {
             Ok(url) => url,
@@ -123,24 +124,20 @@ impl Client {
         let mut attempts = 0;
         let mut last_reason = None;
         loop {
-            let slot = match self.ready().await {
-                Ok(slot) => slot,
+            let (slot, place) = match self.ready().await {
+                Ok(ready) => ready,
                 Err(cut) => return self.cut(cut, last_reason, attempts),
             };
             attempts += 1;
+            let sent = std::time::Instant::now();
             let step = match self.attempt(&method, &url, &body, &mut answer).await {
                 Ok(step) => step.redact(&self.secrets),
                 Err(cut) => return self.cut(cut, last_reason, attempts),
             };
-            let probe_pause = match &step {
-                Step::Again { .. } => match self.health.transient(slot.is_some()) {
-                    Verdict::Retry(pause) => pause,
-                    Verdict::Down(_) => return self.cut(Cut::Down, last_reason, attempts),
-                },
-                Step::Done(_) | Step::Later(_) => {
-                    self.health.good();
-                    Duration::ZERO
-                }
+            // Its place is free while it waits to try again.
+            drop(place);
+            let Some(probe_pause) = self.weigh::<T, A>(&step, slot.is_some(), sent) else {
+                return self.cut(Cut::Down, last_reason, attempts);
             };
             let (reason, wait) = match self.after(step, attempts) {
                 Ok(wait) => wait,
@@ -153,8 +150,44 @@ impl Client {
         }
     }
 
+    /// What an answer says about the API, for the window and the outage rule; returns how long a
+    /// probe holds its slot before trying again, or `None` once the API is down.
+    fn weigh<T, A: Answer<T>>(
+        &self,
+        step: &Step<T>,
+        probe: bool,
+        sent: std::time::Instant,
+    ) -> Option<Duration> {
+        match step {
+            Step::Again { pause_all, .. } => {
+                // A 429 pauses everyone already; timeouts and 5xx shrink the window.
+                if !pause_all {
+                    self.window.pressured();
+                }
+                match self.health.transient(probe) {
+                    Verdict::Retry(pause) => Some(pause),
+                    Verdict::Down(_) => None,
+                }
+            }
+            Step::Done(_) | Step::Later(_) => {
+                // The list streams for as long as it takes: no latency of one answer.
+                if !A::STREAMED {
+                    self.window.answered(sent.elapsed());
+                }
+                self.health.good();
+                Some(Duration::ZERO)
+            }
+        }
+    }
+
     /// Waits for the turn to send: a probe's slot through an outage, then a token of the limiter.
-    async fn ready(&self) -> Result<Option<OwnedSemaphorePermit>, Cut> {
+    async fn ready(&self) -> Result<(Option<OwnedSemaphorePermit>, Slot<'_>), Cut> {
+        // A place in the window first: a request that waits for one takes no token.
+        let place = tokio::select! {
+            biased;
+            () = self.stop.wait() => return Err(Cut::Stopped),
+            place = self.window.admit() => place,
+        };
         let slot = tokio::select! {
             biased;
             () = self.stop.wait() => return Err(Cut::Stopped),
@@ -166,7 +199,7 @@ impl Client {
             () = self.throttle.acquire() => {}
         }
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(slot)
+        Ok((slot, place))
     }
 
     /// One request and what its answer means.

@@ -14,7 +14,7 @@ mod prune;
 mod secret;
 mod values;
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,8 +73,8 @@ pub struct ClientOptions {
     pub base_url: Url,
     /// The credentials.
     pub credentials: Credentials,
-    /// Requests in flight at once.
-    pub concurrency: NonZeroUsize,
+    /// Requests in flight at once: sized automatically, or fixed.
+    pub concurrency: crate::client::Concurrency,
     /// Requests per second; `None` means unlimited (`--rate 0`).
     pub rate: Option<f64>,
     /// Requests allowed at once above the steady rate.
@@ -329,7 +329,7 @@ impl ReconcileConfig {
                 base_url,
                 proxy,
                 credentials: Credentials::from_env()?,
-                concurrency: NonZeroUsize::MIN,
+                concurrency: crate::client::Concurrency::Fixed(1),
                 rate: Some(DEFAULT_RATE),
                 burst: NonZeroU32::MIN,
                 max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use super::ConfigError;
 use crate::cli::ImportArgs;
+use crate::client::Concurrency;
 
 /// The pace of an import's requests, as the numeric flags give it.
 pub(super) struct Pace {
-    pub(super) concurrency: NonZeroUsize,
+    pub(super) concurrency: Concurrency,
     pub(super) rate: Option<f64>,
     pub(super) burst: NonZeroU32,
     pub(super) max_attempts: NonZeroU32,
@@ -25,9 +26,20 @@ impl Pace {
             value,
             reason,
         };
-        let concurrency = NonZeroUsize::new(args.concurrency)
-            .filter(|c| c.get() <= 1024)
-            .ok_or_else(|| bad("concurrency", args.concurrency.to_string(), "use 1 to 1024"))?;
+        let count = |flag, text: &str| {
+            text.trim()
+                .parse::<usize>()
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .filter(|c| c.get() <= 1024)
+                .map(NonZeroUsize::get)
+                .ok_or_else(|| bad(flag, text.to_string(), "use auto, or 1 to 1024"))
+        };
+        let ceiling = count("max-concurrency", &args.max_concurrency.to_string())?;
+        let concurrency = match args.concurrency.trim() {
+            "auto" => Concurrency::Auto { ceiling },
+            n => Concurrency::Fixed(count("concurrency", n)?),
+        };
         // Below one request per 100 s the limiter's period overflows; nobody wants that rate.
         if !args.rate.is_finite()
             || !(args.rate == 0.0 || (0.01..=1_000_000.0).contains(&args.rate))

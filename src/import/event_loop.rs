@@ -60,11 +60,13 @@ impl Run<'_> {
         mut chunks: Lookups,
         signals: &mut Signals,
     ) -> Result<Option<InputError>, ImportError> {
-        let concurrency = self.config.client.concurrency.get();
         let mut p = Pumping::default();
         let mut ticker = tokio::time::interval(TICK);
         loop {
+            // The window moves with the API's latency and health (`--concurrency auto`).
+            let concurrency = client.window().limit();
             self.launch(&mut p, &client, stop, concurrency);
+            self.watch_pace(&client, &p);
             if p.in_flight.is_empty() && (p.input_done || stop.is_triggered()) {
                 break;
             }
@@ -94,23 +96,41 @@ impl Run<'_> {
                 () = sleep_until(p.deadline) => break,
                 _ = ticker.tick() => {}
             }
-            if self.outbox.len() >= HANDFUL
-                || (!self.outbox.is_empty() && self.outbox_since.elapsed() >= HANDFUL_AGE)
-            {
-                self.hand_over();
-            }
-            self.progress.update(Done {
-                rows: self.finished,
-                answered: self.answered,
-                requests: client.requests_sent(),
-                counts: &self.counts,
-            });
+            self.after_event(&client);
+        }
+        if let Some(warning) = self.pace.finish(&client) {
+            self.progress.println(&warning);
         }
         self.note_unanswered(std::mem::take(&mut p.queue));
         match p.failure {
             Some(e) => Err(e),
             None => Ok(p.input_error),
         }
+    }
+
+    /// Right after launching: a full window with rows waiting is one that holds them back.
+    fn watch_pace(&mut self, client: &Client, p: &Pumping) {
+        if let Some(warning) = self
+            .pace
+            .sample(client, p.in_flight.len(), !p.queue.is_empty())
+        {
+            self.progress.println(&warning);
+        }
+    }
+
+    /// After each event: finished rows to the writer when a handful is ready or old, and progress.
+    fn after_event(&mut self, client: &Client) {
+        if self.outbox.len() >= HANDFUL
+            || (!self.outbox.is_empty() && self.outbox_since.elapsed() >= HANDFUL_AGE)
+        {
+            self.hand_over();
+        }
+        self.progress.update(Done {
+            rows: self.finished,
+            answered: self.answered,
+            requests: client.requests_sent(),
+            counts: &self.counts,
+        });
     }
 
     /// Takes what the writer says: a commit frees room for requests; a failure stops the run.

@@ -185,6 +185,7 @@ impl Run<'_> {
             aborted: self.aborted.clone(),
             prune_refused: self.prune_refused,
             phone_warnings: self.phone_warnings,
+            asked_rate: self.config.client.rate,
             not_mobile: self.not_mobile,
         }
     }

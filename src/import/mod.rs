@@ -11,11 +11,13 @@
 //! - `send.rs`: one row's requests and what their answers mean.
 //! - `finish.rs`: the end of the run: resolving UserIDs, the summary, the run record.
 //! - `prune.rs`: `--prune`, the users not in the file deleted at the end.
+//! - `pace.rs`: whether the rate asked is reached, and if the window holds it back.
 //! - `scratch.rs`: where the new ids of a dry run are kept, off the heap.
 //! - `seen.rs`: the ledger rows this input has had, and the line of each one's first occurrence.
 
 mod event_loop;
 mod finish;
+mod pace;
 mod plan;
 mod prune;
 mod rows;
@@ -189,6 +191,8 @@ struct Run<'a> {
     prune_refused: bool,
     /// Rows sent (or, in a plan, to send) with a phone warning.
     phone_warnings: u64,
+    /// Whether the window of requests in flight holds the rate back.
+    pace: pace::PaceWatch,
     /// Of the rows checked before sending, those whose number is not a mobile.
     not_mobile: u64,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
@@ -255,6 +259,7 @@ impl<'a> Run<'a> {
             stamp: reader.stamp(),
             prune_refused: false,
             phone_warnings: 0,
+            pace: pace::PaceWatch::new(config.client.rate),
             not_mobile: 0,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),

@@ -162,11 +162,10 @@ impl Run<'_> {
         (stop, signals): (&Stop, &Signals),
     ) -> Result<(), LedgerError> {
         let service = self.config.service_id.clone();
-        let concurrency = self.config.client.concurrency.get();
         let mut waiting = batch.into_iter();
         let mut flying = FuturesUnordered::new();
         loop {
-            while flying.len() < concurrency && !stop.is_triggered() {
+            while flying.len() < client.window().limit() && !stop.is_triggered() {
                 let Some(user) = waiting.next() else { break };
                 let service = service.as_str();
                 flying.push(async move {

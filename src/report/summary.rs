@@ -34,6 +34,8 @@ pub struct Summary {
     pub prune_refused: bool,
     /// Rows sent (or, in a plan, to send) with a phone warning.
     pub phone_warnings: u64,
+    /// `--rate` (`None`: unlimited), shown next to the rate achieved.
+    pub asked_rate: Option<f64>,
     /// Rows checked before sending whose number is not a mobile (sent with a warning, or
     /// refused with `--mobile-only`).
     pub not_mobile: u64,
@@ -173,8 +175,16 @@ impl Summary {
         let seconds = self.elapsed.as_secs_f64();
         match self.dry_run {
             true => "would be sent".to_string(),
-            false if seconds > 0.0 => format!("{:.1}/s", self.counts.sent as f64 / seconds),
-            false => "0.0/s".to_string(),
+            false => {
+                let achieved = match seconds > 0.0 {
+                    true => self.counts.sent as f64 / seconds,
+                    false => 0.0,
+                };
+                match self.asked_rate {
+                    Some(asked) => format!("{achieved:.1}/s of {asked}/s asked"),
+                    None => format!("{achieved:.1}/s"),
+                }
+            }
         }
     }
 
@@ -222,6 +232,7 @@ mod tests {
             aborted,
             prune_refused: false,
             phone_warnings: 0,
+            asked_rate: None,
             not_mobile: 0,
         }
     }

@@ -156,6 +156,8 @@ pub struct SimStats {
 pub struct Simulator {
     addr: SocketAddr,
     app: Arc<App>,
+    /// Requests being answered now (their latency included).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -172,13 +174,25 @@ impl Simulator {
         let (shutdown, stop) = watch::channel(false);
         let router = routes::router(Arc::clone(&app));
         let latency = app.latency;
-        let task = tokio::spawn(server::serve(listener, router, latency, stop));
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn(server::serve(
+            listener,
+            router,
+            (latency, Arc::clone(&in_flight)),
+            stop,
+        ));
         Ok(Simulator {
             addr,
             app,
+            in_flight,
             shutdown,
             task,
         })
+    }
+
+    /// How many requests are being answered now: what a client keeps in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The bound address, with the real port when `listen` asked for port 0.

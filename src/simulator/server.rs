@@ -2,6 +2,8 @@
 //! Written by hand instead of `axum::serve` because a simulated reset must close the connection
 //! without any answer, which only an error from the hyper service can do.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +32,7 @@ struct ConnectionReset;
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
-    latency: Duration,
+    (latency, in_flight): (Duration, Arc<AtomicUsize>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -50,21 +52,39 @@ pub(super) async fn serve(
         tokio::spawn(serve_connection(
             stream,
             router.clone(),
-            latency,
+            (latency, Arc::clone(&in_flight)),
             shutdown.clone(),
         ));
+    }
+}
+
+/// One request being answered, counted until it is done or dropped (a client that hangs up).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: Arc<AtomicUsize>) -> Counted {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 async fn serve_connection(
     stream: TcpStream,
     router: Router,
-    latency: Duration,
+    (latency, in_flight): (Duration, Arc<AtomicUsize>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let router = router.clone();
+        let in_flight = Arc::clone(&in_flight);
         async move {
+            let _counted = Counted::new(in_flight);
             let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
