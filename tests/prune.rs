@@ -448,3 +448,32 @@ fn a_file_changed_while_it_is_read_deletes_nobody() {
     );
     assert_eq!(env.remote().len(), 80, "nobody deleted");
 }
+
+#[test]
+fn a_begun_deletion_then_the_user_back_with_another_phone_is_a_change() {
+    let env = Env::new();
+    env.import(&env.file("all.csv", users_csv(0, 3)), &[])
+        .expect_code(0);
+    env.sim.set_outage(true);
+    env.import(
+        &env.file("two.csv", users_csv(0, 2)),
+        &["--prune", "--max-delete", "1", "--max-attempts", "1"],
+    )
+    .expect_code(1);
+    env.sim.set_outage(false);
+    assert_eq!(env.rows()["user2@example.com"].status, "deleted", "begun");
+    // Back, with another phone: Verigator still has the user with the old one.
+    let back = env.file(
+        "back.csv",
+        format!("{}user2@example.com,+37259999999\n", users_csv(0, 2)),
+    );
+    let run = env.import(&back, &[]);
+    run.expect_code(1);
+    assert_eq!(run.count("changed"), 1, "{}", run.stderr);
+    let row = &env.rows()["user2@example.com"];
+    assert_eq!(
+        row.phone_number, "+37250000002",
+        "the phone Verigator holds"
+    );
+    env.assert_ledger_matches_remote();
+}

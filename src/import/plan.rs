@@ -201,8 +201,12 @@ impl Planner {
             }
             // Deleted by `--prune` and back in the file: registered again.
             (Status::Failed | Status::Retry | Status::Deleted, _) => Decision::Send(Job {
-                last_sent: (entry.status == Status::Retry && !same_phone)
-                    .then_some(entry.phone_number),
+                // A retry's lost create, or a deletion begun and never answered, may have left
+                // Verigator holding this phone: a 409 with another in the file is a change.
+                last_sent: (!same_phone
+                    && (entry.status == Status::Retry
+                        || (entry.status == Status::Deleted && entry.user_id.is_some())))
+                .then_some(entry.phone_number),
                 line,
                 user,
                 replace: None,

@@ -33,14 +33,15 @@ pub struct Prunable {
 }
 
 impl Ledger {
-    /// How many users the ledger holds for a service (synced or present): what a share given to
-    /// `--max-delete` is a share of.
+    /// How many users the ledger holds for a service that a prune could delete (synced or present
+    /// with a UserID, or begun): what a share given to `--max-delete` is a share of. A `present`
+    /// row without a UserID can never be deleted, so it must not widen the share.
     pub fn holding(&self, service_id: &str) -> Result<u64, LedgerError> {
         self.conn
             .query_row(
                 "SELECT count(*) FROM users NOT INDEXED
-                 WHERE service_id = ?1
-                   AND (status IN ('synced', 'present') OR (status = 'deleted' AND user_id IS NOT NULL))",
+                 WHERE service_id = ?1 AND user_id IS NOT NULL
+                   AND status IN ('synced', 'present', 'deleted')",
                 params![service_id],
                 |r| r.get(0),
             )
@@ -221,7 +222,11 @@ mod tests {
         }
         l.record("other", &write("a", Status::Synced, Some("x")))
             .expect("record");
-        assert_eq!(l.holding("s").expect("holding"), 4);
+        assert_eq!(
+            l.holding("s").expect("holding"),
+            3,
+            "c has no UserID to delete"
+        );
         // Rowid 5 ("e") is in the file.
         let not_in_file = |rowid| rowid != 5;
         assert_eq!(l.count_prunable("s", not_in_file).expect("count"), 2);
@@ -243,7 +248,11 @@ mod tests {
             again.iter().all(|u| u.begun) && again.len() == 2,
             "{again:?}"
         );
-        assert_eq!(l.holding("s").expect("holding"), 4);
+        assert_eq!(
+            l.holding("s").expect("holding"),
+            3,
+            "c has no UserID to delete"
+        );
         assert!(l.finish_deletion("s", &first[0]).expect("finish"));
         // A row whose UserID changed since it was read is left alone.
         let stale = Prunable {

@@ -21,6 +21,24 @@ pub fn classify(e164: &str) -> (bool, Line) {
     (kind != Type::Unknown, line(kind))
 }
 
+/// A metadata pattern anchored at the start only (libphonenumber's `lookingAt`), compiled once
+/// per pattern and kept for the life of the process (one per region at most).
+pub(super) fn leading(pattern: &str) -> Option<&'static regex::Regex> {
+    static CACHE: std::sync::LazyLock<Mutex<HashMap<String, &'static regex::Regex>>> =
+        std::sync::LazyLock::new(Mutex::default);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(compiled) = cache.get(pattern) {
+        return Some(*compiled);
+    }
+    let source: String = pattern.split_whitespace().collect();
+    let compiled: &'static regex::Regex =
+        Box::leak(Box::new(regex::Regex::new(&format!("^(?:{source})")).ok()?));
+    cache.insert(pattern.to_string(), compiled);
+    Some(compiled)
+}
+
 /// What kind of number it is, as libphonenumber's `getNumberType` decides: `Unknown` when it is
 /// in no assigned range of its country.
 fn kind(parts: &Parts) -> Type {

@@ -60,9 +60,15 @@ pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, Strin
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
         .collect();
-    let compact = match compact.strip_prefix("00") {
-        Some(rest) => format!("+{rest}"),
-        None => compact,
+    // The international prefix: the default region's own (00, 011, 0011, 810, carrier digits
+    // included), or without one, 00 as most of the world dials it.
+    let compact = match (region, compact.strip_prefix("00")) {
+        (Some(region), _) => match strip_idd(region, &compact) {
+            Some(rest) => format!("+{rest}"),
+            None => compact,
+        },
+        (None, Some(rest)) => format!("+{rest}"),
+        (None, None) => compact,
     };
     if quick(&compact)? {
         return Ok(compact);
@@ -113,6 +119,16 @@ fn parts(compact: &str, region: Option<country::Id>) -> Result<Parts, String> {
         .map(|number| of(&number))
         .map_err(|_| format!("phone is not a number of {}", region.as_ref()))?;
     Ok(trunk_once(parsed, compact))
+}
+
+/// The digits after the region's international prefix, if they start with it: as
+/// libphonenumber reads it (the prefix's pattern at the start, and no country code begins with 0).
+fn strip_idd(region: country::Id, digits: &str) -> Option<String> {
+    let meta = phonenumber::metadata::DATABASE.by_id(region.as_ref())?;
+    let pattern = super::kind::leading(meta.international_prefix()?.as_str())?;
+    let found = pattern.find(digits)?;
+    let rest = &digits[found.end()..];
+    (!rest.is_empty() && !rest.starts_with('0')).then(|| rest.to_string())
 }
 
 fn of(number: &PhoneNumber) -> Parts {
@@ -184,10 +200,9 @@ fn split(digits: &str) -> Option<(&'static Code, &str)> {
 /// Refuses what no phone number holds, each with its own reason.
 fn check_characters(text: &str) -> Result<(), String> {
     // What numbers are written with: nothing to name.
-    if text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'/' | b' '))
-    {
+    if text.bytes().all(|b| {
+        b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'/' | b' ' | b'~')
+    }) {
         return Ok(());
     }
     let lower = text.to_lowercase();
@@ -208,7 +223,10 @@ fn check_characters(text: &str) -> Result<(), String> {
         return Err("phone has letters (a vanity number?): write it in digits".into());
     }
     if let Some(bad) = text.chars().find(|c| {
-        !(c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '(' | ')' | '/') || c.is_whitespace())
+        // `~`: the wait for a dial tone, as Russia writes its international prefix (8~10).
+        !(c.is_ascii_digit()
+            || matches!(c, '+' | '-' | '.' | '(' | ')' | '/' | '~')
+            || c.is_whitespace())
     }) {
         return Err(format!(
             "phone contains {bad:?}; only digits, spaces, dashes, dots, slashes, parentheses and a leading + or 00 are allowed"

@@ -26,6 +26,8 @@ LT LV MX MY NG NL NO NZ PH PL PT RO RU SA SE SG SK TH TR UA US VN ZA""".split()
 TYPES = [T.MOBILE, T.FIXED_LINE, T.TOLL_FREE, T.PREMIUM_RATE, T.VOIP]
 # A region whose international prefix is 00, for the `00` form.
 IDD_00 = "EE"
+# Callers whose international prefix is not plain 00.
+CALLERS = ["US", "AU", "KR", "RU", "BR", "JP", "SG", "KH", "NG", "IL", "CO", "ID"]
 
 REASONS = {
     V.IS_POSSIBLE_LOCAL_ONLY: "local_only",
@@ -76,6 +78,11 @@ def forms(region, number):
         yield f"+{cc} ({prefix}){trunk}", ""
         # A default region of another country must not change how +CC is read.
         yield f"+{cc} ({prefix}) {trunk}", "EE" if region != "EE" else "GB"
+    # As dialled from abroad, with the caller's own international prefix (011, 0011, 810,
+    # carrier digits…), read with the caller's country as the default region.
+    for caller in CALLERS:
+        if caller != region:
+            yield phonenumbers.format_out_of_country_calling_number(number, caller), caller
     # Wrong lengths, and a national number read under another country's rules.
     yield e164[:-2], ""
     yield e164 + "12", ""
