@@ -19,6 +19,11 @@ const AUTO_START: usize = 16;
 const UNLIMITED: usize = 64;
 /// The margin over rate × latency: latency varies, and a slot must be free when a token is.
 const MARGIN: f64 = 1.5;
+/// Answers weighed for pressure, at least this many before any, and the share of failures
+/// among them (1 in this many) that is pressure.
+const RECENT: usize = 64;
+const RECENT_LEAST: usize = 8;
+const PRESSURE_SHARE: usize = 5;
 /// Latencies kept, and how often (in answers) the window is worked out again from them.
 const SAMPLES: usize = 256;
 const RECOMPUTE_EVERY: u32 = 32;
@@ -75,6 +80,10 @@ struct State {
     aimd: f64,
     latencies: VecDeque<Duration>,
     since_recompute: u32,
+    /// The last answers, `true` for a transient failure: pressure is a share of them, not one.
+    recent: VecDeque<bool>,
+    /// When the window was last halved: at most once per round trip, as TCP does.
+    last_cut: Option<std::time::Instant>,
 }
 
 impl Window {
@@ -94,6 +103,8 @@ impl Window {
                 aimd: mode.most() as f64,
                 latencies: VecDeque::with_capacity(SAMPLES),
                 since_recompute: 0,
+                recent: VecDeque::with_capacity(RECENT),
+                last_cut: None,
             }),
         }
     }
@@ -144,6 +155,7 @@ impl Window {
         }
         // Kept for a fixed window too: the warning that it holds the rate back quotes it.
         state.latencies.push_back(latency);
+        remember(&mut state.recent, false);
         if let Concurrency::Fixed(_) = self.mode {
             return;
         }
@@ -163,6 +175,18 @@ impl Window {
             return;
         }
         let mut state = self.lock();
+        remember(&mut state.recent, true);
+        // A few failures among many answers are the API's noise, not its load: a window halved
+        // for each would run a slightly faulty API at a fraction of the rate.
+        let failed = state.recent.iter().filter(|&&f| f).count();
+        if state.recent.len() < RECENT_LEAST || failed * PRESSURE_SHARE < state.recent.len() {
+            return;
+        }
+        let round_trip = p90(&state.latencies).unwrap_or(Duration::from_secs(1));
+        if state.last_cut.is_some_and(|cut| cut.elapsed() < round_trip) {
+            return;
+        }
+        state.last_cut = Some(std::time::Instant::now());
         // Halved from what was in use, not from a window grown past it.
         state.aimd = (self.limit() as f64 / 2.0).max(AUTO_FLOOR as f64);
         self.recompute(&state);
@@ -196,6 +220,13 @@ impl Window {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn remember(recent: &mut VecDeque<bool>, failed: bool) {
+    if recent.len() == RECENT {
+        recent.pop_front();
+    }
+    recent.push_back(failed);
 }
 
 fn p90(latencies: &VecDeque<Duration>) -> Option<Duration> {
@@ -235,28 +266,46 @@ mod tests {
     }
 
     #[test]
-    fn pressure_halves_the_window_and_good_answers_grow_it_back() {
+    fn pressure_halves_the_window_once_a_round_trip_and_good_answers_grow_it_back() {
         let w = Window::new(AUTO, Some(100.0));
         for _ in 0..100 {
             w.answered(Duration::from_millis(200));
         }
         assert_eq!(w.limit(), 30);
+        // One failure among many answers is noise, not load.
         w.pressured();
-        assert_eq!(w.limit(), 15);
-        for _ in 0..10 {
+        assert_eq!(w.limit(), 30);
+        // Many: halved, once within a round trip however many come back together.
+        for _ in 0..20 {
             w.pressured();
         }
-        assert_eq!(w.limit(), AUTO_FLOOR);
-        // About one more per window of good answers: additive, not a jump back.
+        assert_eq!(w.limit(), 15);
+        // A round trip later, halved again, down to the floor.
+        let fast = Window::new(AUTO, None);
         for _ in 0..40 {
-            w.answered(Duration::from_millis(200));
+            fast.answered(Duration::from_millis(1));
         }
-        let grown = w.limit();
-        assert!((8..=12).contains(&grown), "{grown}");
-        for _ in 0..1000 {
-            w.answered(Duration::from_millis(200));
+        for _ in 0..10 {
+            for _ in 0..20 {
+                fast.pressured();
+            }
+            std::thread::sleep(Duration::from_millis(3));
         }
-        assert_eq!(w.limit(), 30, "back to what the rate needs, no further");
+        assert_eq!(fast.limit(), AUTO_FLOOR);
+        // About one more per window of good answers: additive, not a jump back.
+        for _ in 0..100 {
+            fast.answered(Duration::from_millis(1));
+        }
+        let grown = fast.limit();
+        assert!((12..=20).contains(&grown), "{grown}");
+        for _ in 0..5000 {
+            fast.answered(Duration::from_millis(1));
+        }
+        assert_eq!(
+            fast.limit(),
+            UNLIMITED,
+            "back to the whole window, no further"
+        );
     }
 
     #[test]

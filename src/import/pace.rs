@@ -94,6 +94,11 @@ impl PaceWatch {
         let window = client.window();
         let latency = window.p90()?.as_secs_f64();
         let limit = window.limit();
+        // The window allows `limit / latency`; a run well below even that was held back by
+        // something else (the API's 429s, a slow ledger): the window is not to blame.
+        if achieved < 0.8 * limit as f64 / latency {
+            return None;
+        }
         let needed = (rate * latency * 1.5).ceil() as usize;
         let flag = match window.mode() {
             Concurrency::Fixed(_) => "--concurrency",
