@@ -23,6 +23,8 @@ pub(super) struct Code {
     pub(super) local: &'static [u16],
     /// The trunk prefixes of its countries (`0`, `8`, `1`, …).
     pub(super) trunks: &'static [&'static str],
+    /// The main country's prefix for parsing (a pattern), where it says more than its trunk prefix.
+    pub(super) parsing: Option<&'static str>,
 }
 
 impl Code {
@@ -34,11 +36,17 @@ impl Code {
             .map(|i| &TABLE[i])
     }
 
-    /// Whether a national number starts with a trunk prefix of one of the code's countries.
+    /// Whether a national number may start with a trunk prefix of one of the code's countries
+    /// (or what the main country's prefix for parsing takes off): such a number is read the
+    /// long way, by libphonenumber's rules.
     pub(super) fn has_trunk_prefix(&self, national: &str) -> bool {
         self.trunks
             .iter()
             .any(|prefix| national.starts_with(prefix))
+            || self.parsing.is_some_and(|pattern| {
+                super::kind::leading(pattern)
+                    .is_none_or(|re| re.find(national).is_some_and(|m| m.end() > 0))
+            })
     }
 }
 
@@ -117,6 +125,8 @@ mod tests {
             list.sort_unstable();
             list.dedup();
         }
+        // Local-only means no number of national length has it (as libphonenumber's build).
+        local.retain(|l| !all.contains(l));
         (all, local)
     }
 
@@ -124,8 +134,8 @@ mod tests {
     /// lengths (as libphonenumber's `isPossibleNumber` takes them) and every country's trunk
     /// prefix.
     fn expected() -> String {
-        /// Main country, lengths, local lengths, trunk prefixes.
-        type Entry = (String, Vec<u16>, Vec<u16>, Vec<String>);
+        /// Main country, lengths, local lengths, trunk prefixes, prefix for parsing.
+        type Entry = (String, Vec<u16>, Vec<u16>, Vec<String>, Option<String>);
         let mut codes: BTreeMap<u16, Entry> = BTreeMap::new();
         for meta in DATABASE.iter() {
             let entry = codes.entry(meta.country_code()).or_default();
@@ -137,12 +147,16 @@ mod tests {
             if meta.is_main_country_for_code() || entry.0.is_empty() {
                 let (all, local) = lengths(meta);
                 (entry.0, entry.1, entry.2) = (meta.id().to_string(), all, local);
+                entry.4 = meta
+                    .national_prefix_for_parsing()
+                    .map(|p| p.as_str().split_whitespace().collect::<String>())
+                    .filter(|p| Some(p.as_str()) != meta.national_prefix());
             }
         }
         let mut out = String::from(TABLE_HEAD);
-        for (code, (country, all, local, trunks)) in codes {
+        for (code, (country, all, local, trunks, parsing)) in codes {
             out.push_str(&format!(
-                "    Code {{ code: {code}, country: {country:?}, lengths: &{all:?}, local: &{local:?}, trunks: &{trunks:?} }},\n"
+                "    Code {{ code: {code}, country: {country:?}, lengths: &{all:?}, local: &{local:?}, trunks: &{trunks:?}, parsing: {parsing:?} }},\n"
             ));
         }
         out.push_str("];\n");

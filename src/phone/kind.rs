@@ -9,6 +9,7 @@ use phonenumber::metadata::{DATABASE, Descriptor};
 use phonenumber::{Metadata, Type};
 
 use super::Line;
+use super::codes::Code;
 use super::codes::kinds;
 use super::parse::{Parts, split_code};
 
@@ -19,6 +20,53 @@ pub fn classify(e164: &str) -> (bool, Line) {
         .and_then(split_code)
         .map_or(Type::Unknown, |parts| kind(&parts));
     (kind != Type::Unknown, line(kind))
+}
+
+/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode` and the length test that decides
+/// whether to keep its result: the country's prefix for parsing, matched at the start once, with
+/// its transform rule; undone when the number was one of the country's before and is no longer,
+/// or when its length is then too short, local only or one no number has.
+pub(super) fn strip_national_prefix(meta: &Metadata, national: &str, code: &Code) -> String {
+    let unchanged = || national.to_string();
+    // Without a pattern of its own, the prefix for parsing is the national prefix (as
+    // libphonenumber's metadata build sets it).
+    let source = match (meta.national_prefix_for_parsing(), meta.national_prefix()) {
+        (Some(pattern), _) => pattern.as_str().to_string(),
+        (None, Some(prefix)) => regex::escape(prefix),
+        (None, None) => return unchanged(),
+    };
+    let Some(pattern) = leading(&source) else {
+        return unchanged();
+    };
+    let Some(found) = pattern.captures(national) else {
+        return unchanged();
+    };
+    let general = meta.descriptors().general();
+    let viable = matches(general, national);
+    let last = found.len() - 1;
+    let candidate = match (meta.national_prefix_transform_rule(), found.get(last)) {
+        (Some(rule), Some(_)) if last > 0 => {
+            // Java's `$1` is the regex crate's `${1}`.
+            let rule = rule.replace("$1", "${1}").replace("$2", "${2}");
+            let mut expanded = String::new();
+            found.expand(&rule, &mut expanded);
+            format!(
+                "{expanded}{}",
+                &national[found.get(0).map_or(0, |m| m.end())..]
+            )
+        }
+        _ => national[found.get(0).map_or(0, |m| m.end())..].to_string(),
+    };
+    if viable && !matches(general, &candidate) {
+        return unchanged();
+    }
+    let length = u16::try_from(candidate.len()).unwrap_or(u16::MAX);
+    let short = code.lengths.first().is_none_or(|&least| length < least);
+    let fits = code.lengths.contains(&length) || length > *code.lengths.last().unwrap_or(&0);
+    if short || code.local.contains(&length) || !fits {
+        return unchanged();
+    }
+    candidate
 }
 
 /// A metadata pattern anchored at the start only (libphonenumber's `lookingAt`), compiled once

@@ -85,7 +85,11 @@ pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, Strin
 /// times what the rest of the checks do). An impossible length is an error.
 fn quick(text: &str) -> Result<bool, String> {
     match text.strip_prefix('+').and_then(split) {
-        Some((code, national)) if !code.has_trunk_prefix(national) => {
+        // A national number starting with a trunk prefix, or with 0 (where most countries'
+        // prefixes for parsing begin), is read the long way.
+        Some((code, national))
+            if !code.has_trunk_prefix(national) && !national.starts_with('0') =>
+        {
             super::codes::possible(code, national.len())?;
             Ok(true)
         }
@@ -144,13 +148,20 @@ fn international(digits: &str) -> Result<Parts, String> {
     if digits.contains('+') {
         return Err("phone has a + that is not at its start".into());
     }
-    let parsed = phonenumber::parse(None, format!("+{digits}"))
+    // The calling code's main country's rules, as libphonenumber reads a number with `+`.
+    if let Some(whole) = split_code(digits)
+        && let Some(code) = Code::of(whole.code)
+        && let Some(meta) = phonenumber::metadata::DATABASE.by_id(code.country)
+    {
+        let national = super::kind::strip_national_prefix(meta, &whole.national, code);
+        return Ok(Parts {
+            code: whole.code,
+            national,
+        });
+    }
+    phonenumber::parse(None, format!("+{digits}"))
         .map(|number| of(&number))
-        .map_err(|e| format!("phone is not a number libphonenumber can read ({e})"))?;
-    Ok(match split_code(digits) {
-        Some(whole) if whole.code == parsed.code => trunk_once(parsed, &whole.national),
-        _ => parsed,
-    })
+        .map_err(|e| format!("phone is not a number libphonenumber can read ({e})"))
 }
 
 /// Corrects the crate where it drops too much: it strips a trunk prefix twice (`8 800…` in

@@ -78,6 +78,10 @@ def forms(region, number):
         yield f"+{cc} ({prefix}){trunk}", ""
         # A default region of another country must not change how +CC is read.
         yield f"+{cc} ({prefix}) {trunk}", "EE" if region != "EE" else "GB"
+        # The trunk prefix written twice: stripped once, the rest judged as it is.
+        yield f"+{cc} ({prefix}) {national}", ""
+    # A 0 after the country code, where some countries' prefixes for parsing begin.
+    yield f"+{cc} 0 {rest}", ""
     # As dialled from abroad, with the caller's own international prefix (011, 0011, 810,
     # carrier digits…), read with the caller's country as the default region.
     for caller in CALLERS:
