@@ -2,8 +2,21 @@
 //! definitions, which they would otherwise bury. Every example line is shorter than 80 columns, so
 //! that clap never wraps one in two.
 
+/// The exit codes of `import`, shown after the top-level help and `import`'s.
+macro_rules! import_exit_codes {
+    () => {
+        "Exit codes:
+  0  every row is synced or present
+  1  some rows are not (the warnings or --report say why), or --prune
+     deleted nothing (the limit, an unreadable id)
+  2  usage, configuration or input error; nothing was sent
+  3  aborted (signal, 401/403/404, outage, ledger in use or failing)"
+    };
+}
+
 /// The top-level help's examples and exit codes.
-pub(super) const TOP_EXAMPLES: &str = "\
+pub(super) const TOP_EXAMPLES: &str = concat!(
+    "\
 Examples:
   # Credentials only from the environment, never as flags:
   export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
@@ -20,12 +33,9 @@ Examples:
     verigator-sync import --base-url http://127.0.0.1:8080 \\
     --service-id rehearsal --ledger rehearsal.db users.csv
 
-Exit codes:
-  0  every row is synced or present
-  1  some rows are not (the warnings or --report say why), or --prune
-     deleted nothing (the limit, an unreadable id)
-  2  usage, configuration or input error; nothing was sent
-  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
+",
+    import_exit_codes!()
+);
 
 /// `status`.
 pub(super) const STATUS_EXAMPLES: &str = "\
@@ -74,7 +84,8 @@ Examples:
   cargo run --release -- demo";
 
 /// `import`, with its exit codes.
-pub(super) const IMPORT_EXAMPLES: &str = "\
+pub(super) const IMPORT_EXAMPLES: &str = concat!(
+    "\
 Examples:
   export VERIGATOR_USERNAME=u VERIGATOR_PASSWORD=p
   verigator-sync import --service-id 81213bfd-b690-499e-b9d2-8754cb1550e8 \\
@@ -84,9 +95,6 @@ Examples:
   verigator-sync import --service-id SID --prune users.csv
   cat users.csv | verigator-sync import --service-id SID --json -
 
-Exit codes:
-  0  every row is synced or present
-  1  some rows are not (the warnings or --report say why), or --prune
-     deleted nothing (the limit, an unreadable id)
-  2  usage, configuration or input error; nothing was sent
-  3  aborted (signal, 401/403/404, outage, ledger in use or failing)";
+",
+    import_exit_codes!()
+);
