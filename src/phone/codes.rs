@@ -43,10 +43,20 @@ impl Code {
         self.trunks
             .iter()
             .any(|prefix| national.starts_with(prefix))
-            || self.parsing.is_some_and(|pattern| {
-                super::kind::leading(pattern)
+            || self.parsing.is_some_and(|_| {
+                self.parsing_pattern()
                     .is_none_or(|re| re.find(national).is_some_and(|m| m.end() > 0))
             })
+    }
+
+    /// The prefix for parsing, compiled once per code: asked for every E.164 number of the code,
+    /// so without the shared cache's lock and hashing of the pattern.
+    fn parsing_pattern(&self) -> Option<&'static regex::Regex> {
+        static COMPILED: std::sync::LazyLock<
+            Vec<std::sync::OnceLock<Option<&'static regex::Regex>>>,
+        > = std::sync::LazyLock::new(|| TABLE.iter().map(|_| std::sync::OnceLock::new()).collect());
+        let at = TABLE.binary_search_by_key(&self.code, |c| c.code).ok()?;
+        *COMPILED[at].get_or_init(|| self.parsing.and_then(super::kind::leading))
     }
 }
 
