@@ -1,4 +1,5 @@
-//! Phone numbers against the oracle: `tests/phones/corpus.csv` holds numbers of 55 regions written
+//! Phone numbers against the oracle: `tests/phones/corpus.csv` holds numbers of every region
+//! libphonenumber knows (245) and of the international services' codes (+800, +881, …), written
 //! the ways people write them, with what Google's libphonenumber (its Python port) makes of each,
 //! produced by `tests/phones/make_corpus.py`. The importer must agree on every row, in the
 //! library and end to end (every stored phone as libphonenumber writes it; `--strict-phones` and

@@ -10,6 +10,9 @@ use phonenumber::metadata::Descriptor;
 
 use super::table::TABLE;
 
+/// The region libphonenumber gives the codes of international services (+800, +881, …).
+const NON_GEOGRAPHIC: &str = "001";
+
 /// One calling code, as the table holds it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Code {
@@ -34,6 +37,21 @@ impl Code {
             .binary_search_by_key(&code, |c| c.code)
             .ok()
             .map(|i| &TABLE[i])
+    }
+
+    /// The main country's metadata (the only entry of a non-geographic code).
+    pub(super) fn metadata(&self) -> Option<&'static Metadata> {
+        phonenumber::metadata::DATABASE
+            .by_code(&self.code)
+            .and_then(|all| all.first().copied())
+    }
+
+    /// Who the code's numbers belong to, for a message.
+    fn name(&self) -> &'static str {
+        match self.country {
+            NON_GEOGRAPHIC => "an international service",
+            country => country,
+        }
     }
 
     /// Whether a national number may start with a trunk prefix of one of the code's countries
@@ -81,7 +99,7 @@ pub(super) fn possible(code: &Code, length: usize) -> Result<(), String> {
     };
     Err(format!(
         "phone {why} for {} (+{}): its numbers have {} digits after the country code",
-        code.country,
+        code.name(),
         code.code,
         list(code.lengths)
     ))
@@ -147,7 +165,10 @@ mod tests {
         /// Main country, lengths, local lengths, trunk prefixes, prefix for parsing.
         type Entry = (String, Vec<u16>, Vec<u16>, Vec<String>, Option<String>);
         let mut codes: BTreeMap<u16, Entry> = BTreeMap::new();
-        for meta in DATABASE.iter() {
+        // By code, not by region: the non-geographic codes (+800, +870, +881, …) share the
+        // region `001`, under which the crate keeps only one of them.
+        let all = (1..1000u16).filter_map(|code| DATABASE.by_code(&code));
+        for meta in all.flatten() {
             let entry = codes.entry(meta.country_code()).or_default();
             if let Some(prefix) = meta.national_prefix()
                 && !entry.3.iter().any(|p| p == prefix)

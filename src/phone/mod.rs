@@ -99,6 +99,22 @@ mod tests {
             // libphonenumber's prefix for parsing, once: Belarus's 0, Lithuania's 8.
             ("+375 0 29 491 19 11", None, Ok("+375294911911")),
             ("+370 8 612 34567", None, Ok("+37061234567")),
+            ("tel:+372-5123-4567", None, Ok("+37251234567")),
+            ("＋３７２　５１２３－４５６７", None, Ok("+37251234567")),
+            ("٠١٠٠١٢٣٤٥٦٧", "EG".parse().ok(), Ok("+201001234567")),
+            ("+881 6 1234 5678", None, Ok("+881612345678")),
+            (
+                "+881 6 1234",
+                None,
+                Err(
+                    "phone is too short for an international service (+881): its numbers have 9 or 10 digits after the country code",
+                ),
+            ),
+            (
+                "tel:0201234567;phone-context=+31",
+                None,
+                Err("phone is a tel: URI with a phone-context: write it as +CC…"),
+            ),
             (
                 "0011 44 7911 123456",
                 "AU".parse().ok(),

@@ -51,7 +51,8 @@ pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, Strin
     if quick(raw)? {
         return Ok(raw.to_string());
     }
-    let text = raw.trim();
+    let text = plain(raw.trim())?;
+    let text = text.as_ref();
     if text.is_empty() {
         return Err("phone_number is empty".into());
     }
@@ -151,7 +152,7 @@ fn international(digits: &str) -> Result<Parts, String> {
     // The calling code's main country's rules, as libphonenumber reads a number with `+`.
     if let Some(whole) = split_code(digits)
         && let Some(code) = Code::of(whole.code)
-        && let Some(meta) = phonenumber::metadata::DATABASE.by_id(code.country)
+        && let Some(meta) = code.metadata()
     {
         let national = super::kind::strip_national_prefix(meta, &whole.national, code);
         return Ok(Parts {
@@ -206,6 +207,42 @@ fn split(digits: &str) -> Option<(&'static Code, &str)> {
         let code = Code::of(digits.get(..len)?.parse().ok()?)?;
         Some((code, &digits[len..]))
     })
+}
+
+/// The number as ASCII, as libphonenumber reads it: a `tel:` URI's number, and the digits of
+/// other scripts (full-width as Japanese input writes them, Arabic-Indic) as ASCII digits.
+fn plain(text: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    let text = match text.get(..4) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("tel:") => {
+            if text.to_ascii_lowercase().contains(";phone-context=") {
+                return Err("phone is a tel: URI with a phone-context: write it as +CC…".into());
+            }
+            &text[4..]
+        }
+        _ => text,
+    };
+    if text.is_ascii() {
+        return Ok(text.into());
+    }
+    Ok(text.chars().map(ascii).collect::<String>().into())
+}
+
+/// A digit, plus or dash of another script as its ASCII twin; any other character as it is.
+fn ascii(c: char) -> char {
+    let digit = |zero: char| char::from_digit(u32::from(c) - u32::from(zero), 10);
+    match c {
+        '０'..='９' => digit('０'),
+        '٠'..='٩' => digit('٠'),
+        '۰'..='۹' => digit('۰'),
+        '＋' => Some('+'),
+        '－' | '‐'..='―' | '−' | 'ー' => Some('-'),
+        '（' => Some('('),
+        '）' => Some(')'),
+        '／' => Some('/'),
+        '\u{3000}' | '\u{a0}' => Some(' '),
+        _ => None,
+    }
+    .unwrap_or(c)
 }
 
 /// Refuses what no phone number holds, each with its own reason.

@@ -21,13 +21,15 @@ from phonenumbers import PhoneNumberFormat as F
 from phonenumbers import PhoneNumberType as T
 from phonenumbers import ValidationResult as V
 
-REGIONS = """AE AR AT AU BE BG BR CA CH CL CN CO CZ DE DK EE EG ES FI FR GB GR HK HU ID IE IL IN IT JP KE KR
-LT LV MX MY NG NL NO NZ PH PL PT RO RU SA SE SG SK TH TR UA US VN ZA""".split()
 TYPES = [T.MOBILE, T.FIXED_LINE, T.TOLL_FREE, T.PREMIUM_RATE, T.VOIP]
 # A region whose international prefix is 00, for the `00` form.
 IDD_00 = "EE"
 # Callers whose international prefix is not plain 00.
 CALLERS = ["US", "AU", "KR", "RU", "BR", "JP", "SG", "KH", "NG", "IL", "CO", "ID"]
+
+FULL_WIDTH = str.maketrans("0123456789+-() ", "０１２３４５６７８９＋－（）\u3000")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 
 REASONS = {
     V.IS_POSSIBLE_LOCAL_ONLY: "local_only",
@@ -71,6 +73,8 @@ def forms(region, number):
     yield f"00 {cc} {rest}", IDD_00
     yield national, region
     yield national.replace(" ", ""), region
+    # The national significant number alone, as many exports keep it.
+    yield phonenumbers.national_significant_number(number), region
     prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
     if prefix and national.startswith(prefix):
         trunk = national[len(prefix) :].strip()
@@ -80,6 +84,12 @@ def forms(region, number):
         yield f"+{cc} ({prefix}) {trunk}", "EE" if region != "EE" else "GB"
         # The trunk prefix written twice: stripped once, the rest judged as it is.
         yield f"+{cc} ({prefix}) {national}", ""
+    # As a tel: URI (RFC 3966), in full-width characters (as Japanese input writes them), and
+    # in Arabic-Indic digits.
+    yield phonenumbers.format_number(number, F.RFC3966), ""
+    yield intl.translate(FULL_WIDTH), ""
+    yield national.translate(ARABIC_INDIC), region
+    yield national.translate(PERSIAN), region
     # A 0 after the country code, where some countries' prefixes for parsing begin.
     yield f"+{cc} 0 {rest}", ""
     # As dialled from abroad, with the caller's own international prefix (011, 0011, 810,
@@ -97,7 +107,7 @@ def main():
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["text", "region", "e164", "verdict", "valid", "type"])
     seen = set()
-    for region in REGIONS:
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
         for kind in TYPES:
             number = phonenumbers.example_number_for_type(region, kind)
             if number is None:
@@ -105,6 +115,25 @@ def main():
             for text, default in forms(region, number):
                 if (text, default) in seen:
                     continue
+                seen.add((text, default))
+                out.writerow([text, default] + verdict(text, default))
+    # The codes of international services (+800 freephone, +870 Inmarsat, +881 satellite
+    # phones, …), which no region holds.
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        number = phonenumbers.example_number_for_non_geo_entity(code)
+        if number is None:
+            continue
+        e164 = phonenumbers.format_number(number, F.E164)
+        intl = phonenumbers.format_number(number, F.INTERNATIONAL)
+        for text, default in [
+            (e164, ""),
+            (intl, ""),
+            ("00" + intl[1:], IDD_00),
+            (intl, "US"),
+            (e164[:-2], ""),
+            (e164 + "12", ""),
+        ]:
+            if (text, default) not in seen:
                 seen.add((text, default))
                 out.writerow([text, default] + verdict(text, default))
     # Forms the issue names, written by hand.
