@@ -297,6 +297,13 @@ pub fn simulate(args: SimulateArgs) -> Result<u8, Error> {
         list_cap: args.list_cap,
         list_repeat: args.list_repeat,
         outage: args.outage,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                simulator::SimTls::from_files(cert, key)
+                    .map_err(|e| Error::Simulator(e.to_string()))?,
+            ),
+            _ => None,
+        },
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -116,6 +116,7 @@ fn demo_config(
             timeout: Duration::from_secs(30),
             outage_timeout: crate::config::DEFAULT_OUTAGE_TIMEOUT,
             proxy: None,
+            trust: crate::config::TrustOptions::default(),
         },
         json: false,
         progress: true,

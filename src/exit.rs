@@ -8,8 +8,8 @@ pub const OK: u8 = 0;
 pub const INCOMPLETE: u8 = 1;
 /// Usage, configuration or input error; nothing was sent. clap's own usage errors use it too.
 pub const USAGE: u8 = 2;
-/// The run was aborted: a signal, a fatal answer from the API (401/403/404), a ledger in use, or
-/// a ledger that could not be written or read part-way.
+/// The run was aborted: a signal, a fatal answer from the API (401/403/404) or a TLS certificate
+/// not trusted, a ledger in use, or a ledger that could not be written or read part-way.
 pub const ABORTED: u8 = 3;
 
 /// The exit code for a command that could not do its job.

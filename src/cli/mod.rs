@@ -129,6 +129,10 @@ pub struct ApiArgs {
     /// The ServiceID to register users in.
     #[arg(long, env = "VERIGATOR_SERVICE_ID")]
     pub service_id: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (a TLS-inspecting proxy's
+    /// root, where the system store cannot be changed).
+    #[arg(long, env = "VERIGATOR_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `import`.
@@ -348,4 +352,10 @@ pub struct SimulateArgs {
     /// Answer 503 to every request, as an API that is down.
     #[arg(long)]
     pub outage: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }

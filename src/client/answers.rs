@@ -25,6 +25,34 @@ pub enum Fatal {
     /// 404 on the service: wrong ServiceID.
     #[error("service {0} not found (404): check --service-id / VERIGATOR_SERVICE_ID")]
     ServiceNotFound(String),
+    /// The server's TLS certificate is not trusted: no retry can change that.
+    #[error("the TLS certificate of {host} was refused: {problem}; {advice}")]
+    Certificate {
+        /// The host the request went to.
+        host: String,
+        /// What is wrong with the certificate.
+        problem: String,
+        /// What to do.
+        advice: &'static str,
+    },
+}
+
+/// A final result that stops the run, for the answers of every call.
+pub(super) trait Stops {
+    /// The result that carries `fatal`.
+    fn stops(fatal: Fatal) -> Self;
+}
+
+impl Stops for Created {
+    fn stops(fatal: Fatal) -> Self {
+        Created::Fatal(fatal)
+    }
+}
+
+impl Stops for Deleted {
+    fn stops(fatal: Fatal) -> Self {
+        Deleted::Fatal(fatal)
+    }
 }
 
 /// The final answer to creating one user, after retries.

@@ -13,6 +13,7 @@ mod list;
 mod outage;
 mod redact;
 mod retry;
+mod trust;
 mod window;
 mod wire;
 
@@ -34,6 +35,7 @@ use wire::CreateBody;
 pub use answers::{Created, Deleted, Fatal, Step, parse_retry_after, reason};
 pub use list::{ListError, ListSink, Listed, MAX_ENTRY_BYTES};
 pub use retry::{Attempted, Retried};
+pub use trust::TrustError;
 pub use window::{AUTO_FLOOR, Concurrency, Window};
 pub use wire::{ListedUser, MAX_USER_ID_BYTES, is_valid_user_id, plausible_ctime};
 
@@ -48,6 +50,9 @@ pub enum ClientError {
         "VERIGATOR_USERNAME or VERIGATOR_PASSWORD holds characters that cannot go into an HTTP header"
     )]
     BadCredentials,
+    /// The trusted certificates cannot be loaded.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// TLS or other setup failure.
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
@@ -72,6 +77,8 @@ pub struct Client {
     secrets: redact::Secrets,
     /// Requests sent so far, retries included (for the progress display's rate).
     sent: std::sync::atomic::AtomicU64,
+    /// Where the trusted certificates came from, for `-v`.
+    trusted: Vec<String>,
     stop: Stop,
 }
 
@@ -90,7 +97,9 @@ impl Client {
         headers.insert(AUTH_HEADER, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let trust = trust::load(&options.trust)?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(trust.config)
             .default_headers(headers)
             .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
             .timeout(options.timeout)
@@ -119,6 +128,7 @@ impl Client {
             health: outage::Health::new(options.outage_timeout, options.concurrency.most()),
             window: Window::new(options.concurrency, options.rate),
             sent: std::sync::atomic::AtomicU64::new(0),
+            trusted: trust.sources,
             secrets: redact::Secrets::new(
                 &options.credentials.username,
                 options.credentials.password.expose(),
@@ -130,6 +140,11 @@ impl Client {
     /// How many requests may be in flight now, and what the API's latency is.
     pub fn window(&self) -> &Window {
         &self.window
+    }
+
+    /// Where the trusted certificates came from, one line per source (counts, no contents).
+    pub fn trusted(&self) -> &[String] {
+        &self.trusted
     }
 
     /// Requests sent so far, retries included.

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
-use super::answers::{Step, parse_retry_after};
+use super::answers::{Fatal, Step, Stops, parse_retry_after};
 use super::outage::Verdict;
 use super::redact::{Redact, Secrets};
 use super::window::Slot;
@@ -105,7 +105,7 @@ enum Cut {
 impl Client {
     /// Sends one request until `answer` calls it final, the attempts run out, or the run
     /// stops.
-    pub(super) async fn with_retries<T: Redact, A: Answer<T>>(
+    pub(super) async fn with_retries<T: Redact + Stops, A: Answer<T>>(
         &self,
         method: Method,
         url: Result<Url, String>,
@@ -203,7 +203,7 @@ impl Client {
     }
 
     /// One request and what its answer means.
-    async fn attempt<T, A: Answer<T>>(
+    async fn attempt<T: Stops, A: Answer<T>>(
         &self,
         method: &Method,
         url: &Url,
@@ -217,7 +217,8 @@ impl Client {
                 .await
             {
                 Ok(response) => answer.read(response, &self.secrets).await,
-                Err(reason) => Step::Again {
+                Err(Unsent::Refused(fatal)) => Step::Done(T::stops(fatal)),
+                Err(Unsent::Failed(reason)) => Step::Again {
                     reason,
                     floor: None,
                     pause_all: false,
@@ -320,14 +321,15 @@ impl Client {
         Ok((reason, wait))
     }
 
-    /// Sends one request; its answer's head, or why none came (timeout, refused, reset).
+    /// Sends one request; its answer's head, or why none came (timeout, refused, reset, a
+    /// certificate not trusted).
     async fn send(
         &self,
         method: Method,
         url: Url,
         body: Option<bytes::Bytes>,
         streamed: bool,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, Unsent> {
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.body(body);
@@ -335,8 +337,22 @@ impl Client {
         if streamed {
             request = request.timeout(MAX_STREAMED_TIME);
         }
-        request.send().await.map_err(|e| describe(&e))
+        request.send().await.map_err(|e| {
+            let host = self.base.host_str().unwrap_or_default();
+            match super::trust::refused(&e, host) {
+                Some(fatal) => Unsent::Refused(fatal),
+                None => Unsent::Failed(describe(&e)),
+            }
+        })
     }
+}
+
+/// Why a request got no answer.
+enum Unsent {
+    /// The server's certificate is not trusted: the run stops.
+    Refused(Fatal),
+    /// A transient failure (timeout, refused, reset), described.
+    Failed(String),
 }
 
 /// The longest a streamed answer may take while bytes keep coming (the client's read timeout,

@@ -12,6 +12,7 @@ mod pace;
 mod proxy;
 mod prune;
 mod secret;
+mod trust;
 mod values;
 
 use std::num::NonZeroU32;
@@ -27,6 +28,7 @@ pub use error::ConfigError;
 pub use proxy::Proxy;
 pub use prune::{DEFAULT_MAX_DELETE, MaxDelete};
 pub use secret::{Credentials, PASSWORD_VAR, Secret, USERNAME_VAR};
+pub use trust::TrustOptions;
 pub use values::{
     base_url, delimiter, not_the_input, not_the_ledger, not_the_same, region, service_id,
 };
@@ -87,6 +89,8 @@ pub struct ClientOptions {
     pub outage_timeout: Duration,
     /// The proxy requests go through (https only).
     pub proxy: Option<Proxy>,
+    /// Where the trusted certificates come from.
+    pub trust: TrustOptions,
 }
 
 /// How much a run prints besides the summary.
@@ -293,6 +297,7 @@ impl ImportConfig {
                 timeout: pace.timeout,
                 outage_timeout: pace.outage_timeout,
                 proxy,
+                trust: TrustOptions::new(args.api.ca_cert, env_var),
             },
             json: args.json,
             progress: !args.no_progress && verbosity != Verbosity::Quiet,
@@ -328,6 +333,7 @@ impl ReconcileConfig {
             client: ClientOptions {
                 base_url,
                 proxy,
+                trust: TrustOptions::new(api.ca_cert, env_var),
                 credentials: Credentials::from_env()?,
                 concurrency: crate::client::Concurrency::Fixed(1),
                 rate: Some(DEFAULT_RATE),

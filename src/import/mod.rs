@@ -121,6 +121,9 @@ pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
             Some(proxy) => format!("proxy: requests go through {proxy}"),
             None => "proxy: none, requests go directly to the API".to_string(),
         });
+        for source in client.trusted() {
+            run.progress.println(&format!("trust: {source}"));
+        }
     }
     let commits = run.writer.as_ref().map(Writer::commits).unwrap_or_default();
     let started = Instant::now();

@@ -16,6 +16,7 @@ mod routes;
 mod seed;
 mod server;
 mod state;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use seed::{SeedError, SeedUser, load_seed};
+pub use tls::SimTls;
 
 use rate::RateWindow;
 use routes::App;
@@ -67,6 +69,8 @@ pub struct SimConfig {
     pub list_repeat: Vec<String>,
     /// Every user route answers 503, as an API that is down (see [`Simulator::set_outage`]).
     pub outage: bool,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<SimTls>,
 }
 
 impl Default for SimConfig {
@@ -85,6 +89,7 @@ impl Default for SimConfig {
             list_cap: None,
             list_repeat: Vec::new(),
             outage: false,
+            tls: None,
         }
     }
 }
@@ -106,6 +111,7 @@ impl std::fmt::Debug for SimConfig {
             .field("list_cap", &self.list_cap)
             .field("list_repeat", &self.list_repeat)
             .field("outage", &self.outage)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -155,6 +161,8 @@ pub struct SimStats {
 /// A running simulator; dropping it stops accepting too, but [`Simulator::shutdown`] also waits.
 pub struct Simulator {
     addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    https: bool,
     app: Arc<App>,
     /// Requests being answered now (their latency included).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
@@ -175,14 +183,16 @@ impl Simulator {
         let router = routes::router(Arc::clone(&app));
         let latency = app.latency;
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tls = app.tls.clone();
         let task = tokio::spawn(server::serve(
             listener,
-            router,
+            (router, tls.clone()),
             (latency, Arc::clone(&in_flight)),
             stop,
         ));
         Ok(Simulator {
             addr,
+            https: tls.is_some(),
             app,
             in_flight,
             shutdown,
@@ -200,7 +210,7 @@ impl Simulator {
         self.addr
     }
 
-    /// The URL to give a client, e.g. `http://127.0.0.1:PORT`; an unspecified listen address
+    /// The URL to give a client, e.g. `http://127.0.0.1:PORT` (`https` with TLS); an unspecified listen address
     /// (0.0.0.0 or ::) becomes loopback so the URL is connectable.
     pub fn base_url(&self) -> String {
         let ip = match self.addr.ip() {
@@ -208,7 +218,8 @@ impl Simulator {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
     /// The live users of a service in creation order (empty for a service that cannot exist).
@@ -315,6 +326,7 @@ fn build_app(config: SimConfig) -> std::io::Result<App> {
         list_cap: config.list_cap,
         list_repeat: config.list_repeat,
         outage: std::sync::atomic::AtomicBool::new(config.outage),
+        tls: config.tls,
     })
 }
 

@@ -40,6 +40,8 @@ pub(super) struct App {
     pub list_repeat: Vec<String>,
     /// While set, every user route answers 503.
     pub outage: std::sync::atomic::AtomicBool,
+    /// HTTPS, when configured.
+    pub tls: Option<super::SimTls>,
 }
 
 /// Marks a response that must never reach the client: the server drops the connection instead.

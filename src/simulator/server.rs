@@ -16,11 +16,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::SimTls;
 use super::routes::DropConnection;
 
 /// How long to back off when `accept` fails (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The error that makes hyper abandon a connection mid-request.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +35,7 @@ struct ConnectionReset;
 /// connection to finish its in-flight request and close.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    (router, tls): (Router, Option<SimTls>),
     (latency, in_flight): (Duration, Arc<AtomicUsize>),
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -49,12 +53,15 @@ pub(super) async fn serve(
         };
         // Small JSON answers must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
+        let serving = (
             router.clone(),
             (latency, Arc::clone(&in_flight)),
             shutdown.clone(),
-        ));
+        );
+        match &tls {
+            None => drop(tokio::spawn(serve_connection(stream, serving))),
+            Some(tls) => drop(tokio::spawn(handshake(tls.0.clone(), stream, serving))),
+        }
     }
 }
 
@@ -74,12 +81,23 @@ impl Drop for Counted {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    router: Router,
-    (latency, in_flight): (Duration, Arc<AtomicUsize>),
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What serving one connection needs: the routes, the added latency and the in-flight count,
+/// and the shutdown signal.
+type Serving = (Router, (Duration, Arc<AtomicUsize>), watch::Receiver<bool>);
+
+/// The TLS handshake, then the connection; a client that refuses the certificate (or never
+/// finishes the handshake) just goes away.
+async fn handshake(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, serving: Serving) {
+    let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    if let Ok(Ok(stream)) = shaken {
+        serve_connection(stream, serving).await;
+    }
+}
+
+async fn serve_connection<S>(stream: S, (router, (latency, in_flight), mut shutdown): Serving)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request: Request<Incoming>| {
         let router = router.clone();
         let in_flight = Arc::clone(&in_flight);

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use thiserror::Error;
 
 use super::Client;
-use super::answers::{Fatal, Step, reason, transient};
+use super::answers::{Fatal, Step, Stops, reason, transient};
 use super::redact::Secrets;
 use super::retry::{Answer, Attempted, Buffered, cut_off};
 use super::wire::ListedUser;
@@ -96,6 +96,12 @@ struct Streamed<'a, S> {
     service_id: &'a str,
     /// How long the list may take to bring [`MIN_BYTES_PER_WINDOW`].
     window: Duration,
+}
+
+impl Stops for Result<Listed, ListError> {
+    fn stops(fatal: Fatal) -> Self {
+        Err(ListError::Fatal(fatal))
+    }
 }
 
 impl<S: ListSink> Answer<Result<Listed, ListError>> for Streamed<'_, S> {
