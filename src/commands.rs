@@ -98,6 +98,11 @@ pub fn import(args: ImportArgs) -> Result<u8, Error> {
         };
         write_metrics(path, &config, code, started.elapsed());
     }
+    if let Err(Error::Import(import::ImportError::SuspectDuplicates { listed, .. })) = &result {
+        for line in listed {
+            eprintln!("{}", crate::user::printable(line));
+        }
+    }
     let summary = result?;
     print_summary(&summary, config.json)?;
     Ok(summary.exit_code())

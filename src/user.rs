@@ -86,9 +86,50 @@ pub fn escape(text: &str) -> String {
     Escaped(text).to_string()
 }
 
+/// An id as a person would read it: Unicode NFC of its case folding (canonical caseless
+/// matching), so that `Alice@x.com` and `alice@x.com`, or `José` composed and decomposed, are
+/// one. Ids stay exact; this only finds spellings that are probably the same person.
+pub fn folded(id: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization as _;
+    if id.is_ascii() {
+        return match id.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => std::borrow::Cow::Owned(id.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(id),
+        };
+    }
+    let decomposed: String = id.nfd().collect();
+    caseless::default_case_fold_str(&decomposed)
+        .nfc()
+        .collect::<String>()
+        .into()
+}
+
+/// A 64-bit key of [`folded`], stable across versions and machines (FNV-1a): the ledger keeps
+/// it for each id, so it must never change. Equal keys are checked on the text itself.
+pub fn fold_key(id: &str) -> i64 {
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(folded(id).as_bytes());
+    i64::from_le_bytes(hasher.finish().to_le_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spellings_of_one_person_fold_alike_and_the_key_never_changes() {
+        let nfc = "Jos\u{e9}@x.com";
+        let nfd = "Jose\u{301}@x.com";
+        assert_ne!(nfc, nfd);
+        assert_eq!(folded(nfc), folded(nfd));
+        assert_eq!(folded("Alice@X.com"), "alice@x.com");
+        assert_eq!(folded("STRASSE"), folded("stra\u{df}e"));
+        assert_eq!(fold_key("Alice@x.com"), fold_key("alice@x.com"));
+        assert_ne!(fold_key("alice@x.com"), fold_key("alice@y.com"));
+        // Stored in ledgers: a change of hash would hide every earlier spelling.
+        assert_eq!(fold_key("alice@x.com"), 5_556_693_677_922_512_584);
+    }
 
     #[test]
     fn controls_and_bidi_are_escaped_and_the_escape_cannot_be_forged() {

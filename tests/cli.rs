@@ -281,6 +281,7 @@ fn json_summary_has_exactly_the_documented_keys() {
             "run_id",
             "sent",
             "skipped",
+            "suspect_duplicates",
             "synced",
             "unresolved"
         ]

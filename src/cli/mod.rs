@@ -212,6 +212,11 @@ pub struct ImportArgs {
     /// instead of sending them with a warning.
     #[arg(long)]
     pub mobile_only: bool,
+    /// A new id equal to another of the file or the ledger after Unicode normalisation and case
+    /// folding (`Alice@x.com` / `alice@x.com`): send it with a warning, skip it, or stop before
+    /// any request (exit 2) with the list. Ids are kept exact either way.
+    #[arg(long, value_enum, default_value = "send", value_name = "ACTION")]
+    pub on_suspect_duplicate: crate::config::OnSuspect,
     /// Full sync: after the whole file, delete at Verigator the users this ledger registered for
     /// the service whose id is not in the file.
     #[arg(long, conflicts_with = "limit")]

@@ -98,6 +98,11 @@ pub enum ConfigError {
     /// An unknown region.
     #[error("--default-region {0:?} is not an ISO 3166 country code such as EE or GB")]
     BadRegion(String),
+    /// `--on-suspect-duplicate fail` reads the input twice; a stream cannot be.
+    #[error(
+        "--on-suspect-duplicate fail reads {0} twice (first to look for suspect duplicates, before any request): give a regular file, or use skip"
+    )]
+    ReadTwice(String),
     /// An unknown status in a filter.
     #[error("--status {0:?}: use synced, present, failed, retry or deleted")]
     BadStatus(String),

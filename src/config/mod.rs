@@ -105,6 +105,30 @@ pub enum Verbosity {
     Verbose,
 }
 
+/// What to do with a new id that is another spelling of an id of the file or the ledger
+/// (equal after Unicode normalisation and case folding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnSuspect {
+    /// Send it, with a warning.
+    #[default]
+    Send,
+    /// Do not send it (outcome `duplicate`, the first spelling named).
+    Skip,
+    /// Stop before any request (exit 2), listing them.
+    Fail,
+}
+
+impl OnSuspect {
+    /// As the flag writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnSuspect::Send => "send",
+            OnSuspect::Skip => "skip",
+            OnSuspect::Fail => "fail",
+        }
+    }
+}
+
 /// What a run may do besides sending new rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Mode {
@@ -122,6 +146,8 @@ pub struct Mode {
     pub strict_phones: bool,
     /// Refuse numbers that are not mobiles instead of sending them with a warning.
     pub mobile_only: bool,
+    /// What to do with another spelling of an id.
+    pub on_suspect: OnSuspect,
 }
 
 impl Mode {
@@ -133,6 +159,7 @@ impl Mode {
             apply_changes: args.apply_changes,
             strict_phones: args.strict_phones,
             mobile_only: args.mobile_only,
+            on_suspect: args.on_suspect_duplicate,
             prune: match (args.prune, args.max_delete.as_deref()) {
                 (false, _) => None,
                 (true, None) => Some(DEFAULT_MAX_DELETE),
@@ -267,6 +294,10 @@ impl ImportConfig {
         } else {
             Source::File(args.csv)
         };
+        let regular = matches!(&source, Source::File(path) if path.is_file());
+        if mode.on_suspect == OnSuspect::Fail && !mode.dry_run && !regular {
+            return Err(ConfigError::ReadTwice(crate::user::escape(&source.name())));
+        }
         let input = InputOptions {
             delimiter: args.delimiter.as_deref().map(delimiter).transpose()?,
             default_region: args.default_region.as_deref().map(region).transpose()?,

@@ -193,10 +193,12 @@ impl Run<'_> {
             Some(Chunk::Looked(Looked {
                 records,
                 found,
+                twins,
                 visible,
             })) => {
                 self.planner.visible(visible);
-                for (record, entry) in records.into_iter().zip(found) {
+                let looked = found.into_iter().zip(twins);
+                for (record, entry) in records.into_iter().zip(looked) {
                     match self.decide(record, entry) {
                         Ok(Some(job)) => p.queue.push_back(job),
                         Ok(None) => {}

@@ -24,6 +24,7 @@ mod rows;
 mod scratch;
 mod seen;
 mod send;
+mod suspect;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::client::{Client, ClientError};
-use crate::config::{ImportConfig, Verbosity};
+use crate::config::{ImportConfig, Mode, OnSuspect, Verbosity};
 use crate::input::{self, InputError, Reader};
 use crate::ledger::lookup;
 use crate::ledger::writer::{self, Event, Writer};
@@ -70,6 +71,17 @@ pub enum ImportError {
     /// The HTTP client.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// `--on-suspect-duplicate fail` found other spellings of ids: nothing was sent.
+    #[error(
+        "{count} suspect duplicates (ids equal after Unicode normalisation and case folding, the first {} listed above): nothing sent (--on-suspect-duplicate fail); fix the file, or pass --on-suspect-duplicate send or skip",
+        listed.len()
+    )]
+    SuspectDuplicates {
+        /// How many.
+        count: u64,
+        /// The first of them, one line each (`file:line: …`).
+        listed: Vec<String>,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -105,6 +117,45 @@ pub enum ImportError {
 /// Runs one import (or, with `--dry-run`, plans it) and returns its summary. `Err` only when the
 /// run could not start or the input broke part-way (recorded outcomes are committed first).
 pub async fn run(config: &ImportConfig) -> Result<Summary, ImportError> {
+    if config.mode.on_suspect == OnSuspect::Fail && !config.mode.dry_run {
+        look_for_suspects(config).await?;
+    }
+    run_once(config).await
+}
+
+/// `--on-suspect-duplicate fail`: the file planned first, quietly, and the run refused before
+/// any request when it holds other spellings of ids.
+async fn look_for_suspects(config: &ImportConfig) -> Result<(), ImportError> {
+    let look = ImportConfig {
+        mode: Mode {
+            dry_run: true,
+            prune: None,
+            ..config.mode
+        },
+        report: None,
+        metrics_file: None,
+        json: false,
+        progress: false,
+        verbosity: Verbosity::Quiet,
+        ..config.clone()
+    };
+    let planned = Box::pin(run_once(&look)).await?;
+    if planned.suspect_duplicates == 0 {
+        return Ok(());
+    }
+    let input = crate::user::escape(&config.source.name());
+    Err(ImportError::SuspectDuplicates {
+        count: planned.suspect_duplicates,
+        listed: planned
+            .suspects_listed
+            .iter()
+            .map(|line| format!("{input}:{line}"))
+            .collect(),
+    })
+}
+
+/// One run (or plan) of the file.
+async fn run_once(config: &ImportConfig) -> Result<Summary, ImportError> {
     let reader = input::open(&config.source, &config.input)?;
     let report = config
         .report

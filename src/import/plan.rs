@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 
 use super::scratch::{NewIds, ScratchError};
 use super::seen::Seen;
+use super::suspect::Spellings;
 
-use crate::config::Mode;
-use crate::ledger::{Entry, Status};
+use crate::config::{Mode, OnSuspect};
+use crate::ledger::{Entry, Status, Twin};
 use crate::phone::mask_phone;
 use crate::report::Outcome;
 use crate::user::User;
@@ -32,6 +33,8 @@ pub struct Job {
     pub trip: Cell<Trip>,
     /// A phone warning, for the row's report line.
     pub warning: Option<String>,
+    /// The other spelling of its id, when it is a suspect duplicate sent anyway.
+    pub suspect: Option<String>,
 }
 
 /// How far a replacement's requests got.
@@ -85,7 +88,16 @@ pub struct Planner {
     /// Ids of `pending` already committed, by commit number: they leave `pending` once the
     /// lookups' snapshot includes their commit.
     committed: VecDeque<(u64, Vec<String>)>,
+    /// New ids sent by this run, by folded key, that lookups may not see yet.
+    spellings: Spellings,
+    /// Suspect duplicates met so far.
+    suspects: u64,
+    /// The first [`MAX_SUSPECTS_LISTED`] of them, as one line each.
+    listed: Vec<String>,
 }
+
+/// Suspect duplicates a run lists for `--on-suspect-duplicate fail` (the count is exact).
+pub const MAX_SUSPECTS_LISTED: usize = 100;
 
 impl Planner {
     /// A filter for one run.
@@ -95,6 +107,9 @@ impl Planner {
             seen: Seen::default(),
             pending: NewIds::new(mode.dry_run)?,
             committed: VecDeque::new(),
+            spellings: Spellings::new(mode.dry_run)?,
+            suspects: 0,
+            listed: Vec::new(),
         })
     }
 
@@ -134,6 +149,7 @@ impl Planner {
             if let Some((_, ids)) = self.committed.pop_front() {
                 for id in ids {
                     self.pending.remove(&id);
+                    self.spellings.remove(&id);
                 }
             }
         }
@@ -144,7 +160,7 @@ impl Planner {
     /// it saw.
     pub fn decide(
         &mut self,
-        entry: Option<Entry>,
+        (entry, twin): (Option<Entry>, Option<Twin>),
         line: u64,
         user: User,
     ) -> Result<Decision, ScratchError> {
@@ -161,6 +177,29 @@ impl Planner {
                 let same = phone == user.phone_number;
                 return Ok(duplicate(user, first, same));
             }
+            let suspect = self.other_spelling(&user.id_in_service, twin)?;
+            if let Some(other) = &suspect {
+                self.suspects += 1;
+                if self.listed.len() < MAX_SUSPECTS_LISTED {
+                    self.listed.push(format!(
+                        "{line}: {:?} is the same as {other}",
+                        user.id_in_service
+                    ));
+                }
+                if self.mode.on_suspect != OnSuspect::Send {
+                    let reason = format!(
+                        "suspect duplicate: the same as {other} after Unicode normalisation and case folding; not sent (--on-suspect-duplicate {})",
+                        self.mode.on_suspect.as_str()
+                    );
+                    return Ok(Decision::Keep {
+                        user,
+                        outcome: Outcome::Duplicate,
+                        reason: Some(reason),
+                        settled: false,
+                    });
+                }
+            }
+            self.spellings.note(&user.id_in_service, line)?;
             return Ok(Decision::Send(Job {
                 line,
                 user,
@@ -169,9 +208,36 @@ impl Planner {
                 last_sent: None,
                 trip: Cell::default(),
                 warning: None,
+                suspect,
             }));
         };
         Ok(self.decide_known(entry, line, user))
+    }
+
+    /// Suspect duplicates met so far (sent with a warning, skipped, or to stop the run).
+    pub fn suspects(&self) -> u64 {
+        self.suspects
+    }
+
+    /// The first suspect duplicates, one line each.
+    pub fn listed_suspects(&self) -> Vec<String> {
+        self.listed.clone()
+    }
+
+    /// Another spelling of a new id, named for a message: an earlier line of this file, or an id
+    /// the ledger holds (`twin`, from the lookup).
+    fn other_spelling(&self, id: &str, twin: Option<Twin>) -> Result<Option<String>, ScratchError> {
+        if let Some((line, spelling)) = self.spellings.earlier(id)? {
+            return Ok(Some(format!("line {line} ({spelling:?})")));
+        }
+        Ok(twin.map(|twin| match self.seen.line(twin.rowid) {
+            Some(line) => format!("line {line} ({:?})", twin.id_in_service),
+            None => format!(
+                "{:?} (in the ledger since {})",
+                twin.id_in_service,
+                twin.since.get(..10).unwrap_or(&twin.since)
+            ),
+        }))
     }
 
     /// Decides for a row the ledger holds.
@@ -213,6 +279,7 @@ impl Planner {
                 known: true,
                 trip: Cell::default(),
                 warning: None,
+                suspect: None,
             }),
         }
     }
@@ -239,6 +306,7 @@ impl Planner {
                     last_sent: None,
                     trip: Cell::default(),
                     warning: None,
+                    suspect: None,
                 });
             }
             (None, true) => {
@@ -323,13 +391,13 @@ mod tests {
     fn a_new_id_is_a_duplicate_until_lookups_see_its_commit() {
         let mut p = Planner::new(Mode::default()).expect("planner");
         assert!(matches!(
-            p.decide(None, 2, user("a", A)).expect("decide"),
+            p.decide((None, None), 2, user("a", A)).expect("decide"),
             Decision::Send(_)
         ));
         // Written and committed, but this chunk's lookup ran before the commit.
         p.committed(1, vec![("a".into(), 7)]);
         p.visible(0);
-        let d = p.decide(None, 5, user("a", A)).expect("decide");
+        let d = p.decide((None, None), 5, user("a", A)).expect("decide");
         assert_eq!(
             outcome(&d),
             (Some(Outcome::Duplicate), Some("repeats line 2"))
@@ -338,7 +406,7 @@ mod tests {
         p.visible(1);
         assert!(memory(&p).is_empty());
         let d = p
-            .decide(Some(synced(7, A)), 9, user("a", B))
+            .decide((Some(synced(7, A)), None), 9, user("a", B))
             .expect("decide");
         let (o, why) = outcome(&d);
         assert_eq!(o, Some(Outcome::Duplicate));
@@ -350,7 +418,7 @@ mod tests {
         let mut p = Planner::new(Mode::default()).expect("planner");
         for (line, id) in [(2, "a"), (3, "b"), (4, "c")] {
             assert!(matches!(
-                p.decide(None, line, user(id, A)).expect("decide"),
+                p.decide((None, None), line, user(id, A)).expect("decide"),
                 Decision::Send(_)
             ));
         }
@@ -368,11 +436,11 @@ mod tests {
     fn ledger_rows_are_skipped_once_then_duplicates() {
         let mut p = Planner::new(Mode::default()).expect("planner");
         let d = p
-            .decide(Some(synced(3, A)), 2, user("a", A))
+            .decide((Some(synced(3, A)), None), 2, user("a", A))
             .expect("decide");
         assert_eq!(outcome(&d), (Some(Outcome::Skipped), None));
         let d = p
-            .decide(Some(synced(3, A)), 8, user("a", A))
+            .decide((Some(synced(3, A)), None), 8, user("a", A))
             .expect("decide");
         assert_eq!(
             outcome(&d),
@@ -389,15 +457,15 @@ mod tests {
         let mut p = Planner::new(dry).expect("planner");
         assert!(matches!(&p.pending, NewIds::Disk(_)));
         for (line, id) in [(2, "a"), (3, "b")] {
-            let d = p.decide(None, line, user(id, A)).expect("decide");
+            let d = p.decide((None, None), line, user(id, A)).expect("decide");
             assert!(matches!(d, Decision::Send(_)));
         }
-        let d = p.decide(None, 4, user("a", A)).expect("decide");
+        let d = p.decide((None, None), 4, user("a", A)).expect("decide");
         assert_eq!(
             outcome(&d),
             (Some(Outcome::Duplicate), Some("repeats line 2"))
         );
-        let d = p.decide(None, 5, user("b", B)).expect("decide");
+        let d = p.decide((None, None), 5, user("b", B)).expect("decide");
         let (o, why) = outcome(&d);
         assert_eq!(o, Some(Outcome::Duplicate));
         assert!(

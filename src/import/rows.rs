@@ -9,8 +9,8 @@ use super::send::{self, Answer};
 use super::{ImportError, Run};
 use crate::config::Verbosity;
 use crate::input::{Record, Row};
-use crate::ledger::Entry;
 use crate::ledger::writer::{self, Replacement};
+use crate::ledger::{Entry, Twin};
 use crate::phone::{Line, mask_phone, mask_phones_in};
 use crate::report::Outcome;
 use crate::throttle::Stop;
@@ -124,7 +124,7 @@ impl Run<'_> {
     pub(super) fn decide(
         &mut self,
         record: Record,
-        entry: Option<Entry>,
+        (entry, twin): (Option<Entry>, Option<Twin>),
     ) -> Result<Option<Job>, ImportError> {
         self.counts.rows += 1;
         let line = record.line;
@@ -152,7 +152,7 @@ impl Run<'_> {
             }
             Row::User(user) => user,
         };
-        Ok(match self.planner.decide(entry, line, user)? {
+        Ok(match self.planner.decide((entry, twin), line, user)? {
             Decision::Keep {
                 user,
                 outcome,
@@ -190,6 +190,7 @@ impl Run<'_> {
             self.note(line, id, phone, Outcome::Pending, Some(reason), false);
             return None;
         }
+        let job = self.check_suspect(job);
         let mut job = self.check_phone(job)?;
         // Counted when decided, so that --limit holds back exactly the rows beyond N.
         self.counts.sent += 1;
@@ -250,8 +251,33 @@ impl Run<'_> {
             ));
         }
         let warning = format!("phone warning: {warning}");
-        job.warning = Some(warning);
+        job.warning = Some(match job.warning.take() {
+            Some(earlier) => format!("{earlier}; {warning}"),
+            None => warning,
+        });
         Some(job)
+    }
+
+    /// A suspect duplicate sent anyway (`--on-suspect-duplicate send`): a warning line, and the
+    /// warning in the row's report line.
+    fn check_suspect(&mut self, mut job: Job) -> Job {
+        let Some(other) = job.suspect.take() else {
+            return job;
+        };
+        let warning = format!(
+            "suspect duplicate: the same as {other} after Unicode normalisation and case folding"
+        );
+        if self.config.verbosity != Verbosity::Quiet {
+            self.progress.warn(&format!(
+                "{}:{}: {warning}: {:?} ({}); sent (--on-suspect-duplicate skip or fail to hold it back)",
+                Escaped(&self.input),
+                job.line,
+                job.user.id_in_service,
+                mask_phone(job.user.phone_as_written())
+            ));
+        }
+        job.warning = Some(warning);
+        job
     }
 
     /// For a replacement, asks the writer to commit its history row; the delete waits for it.

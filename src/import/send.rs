@@ -168,6 +168,7 @@ pub fn settle(job: Job, answer: Answer, verbose: bool) -> Settled {
         last_sent,
         trip: _,
         warning: _,
+        suspect: _,
     } = job;
     let attempts = answer.created.attempts;
     let mut done = Settled {
@@ -411,6 +412,7 @@ mod tests {
                 old_phone: "+37255555550".into(),
             }),
             known,
+            suspect: None,
             last_sent: None,
             trip: std::cell::Cell::default(),
             warning: None,

@@ -62,6 +62,13 @@ impl Reader {
                 u32::from(c)
             ));
         }
+        // What a decoder puts where the file's bytes were not of its encoding: the id as
+        // written is lost, and registering the damaged one would make a user nobody has.
+        if id.contains('\u{FFFD}') {
+            return reject(
+                "id_in_service contains U+FFFD, a character the file's encoding could not hold; save it as \"CSV UTF-8\" or \"Unicode Text\"".into(),
+            );
+        }
         let phone = match text_field(phone, "phone_number") {
             Ok(p) if self.from_report => unguard(p),
             Ok(p) => p,
@@ -86,7 +93,11 @@ fn text_field<'a>(bytes: &'a [u8], field: &str) -> Result<&'a str, String> {
     if bytes.len() > MAX_FIELD_BYTES {
         return Err(format!("{field} is longer than 64 KiB"));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("{field} is not valid UTF-8"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        format!(
+            "{field} is not valid UTF-8 (an export in another encoding? save it as \"CSV UTF-8\" or \"Unicode Text\")"
+        )
+    })?;
     if text.contains('\0') {
         return Err(format!("{field} contains a NUL byte"));
     }

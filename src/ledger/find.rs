@@ -121,6 +121,72 @@ impl Ledger {
     }
 }
 
+/// Another spelling of an id that the ledger holds for the service: equal to it after Unicode
+/// normalisation and case folding ([`crate::user::folded`]), but not the same id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Twin {
+    /// Its ledger row.
+    pub rowid: i64,
+    /// The id as the ledger holds it.
+    pub id_in_service: String,
+    /// When its row was last written (UTC, as the ledger keeps it).
+    pub since: String,
+}
+
+impl Ledger {
+    /// For each id, another spelling of it the ledger holds for the service (the first written),
+    /// if any: one statement for the chunk, through the folded keys' index. A ledger older than
+    /// schema 6 (a dry run does not upgrade it) has no keys: nothing is found.
+    pub fn twins(
+        &mut self,
+        service_id: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<Twin>>, LedgerError> {
+        let mut found = vec![None; ids.len()];
+        if ids.is_empty() || self.schema < super::WITH_FOLDED {
+            return Ok(found);
+        }
+        let keys: Vec<i64> = ids.iter().map(|id| crate::user::fold_key(id)).collect();
+        let list = serde_json::to_string(&keys).map_err(|e| LedgerError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        let path = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT j.key, u.rowid, u.id_in_service, u.updated_at
+                 FROM json_each(?2) AS j CROSS JOIN users AS u
+                   ON u.service_id = ?1 AND u.folded = j.value
+                 ORDER BY j.key, u.rowid",
+            )
+            .map_err(|e| sqlite(path, e))?;
+        let mut rows = stmt
+            .query(params![service_id, list])
+            .map_err(|e| sqlite(path, e))?;
+        while let Some(r) = rows.next().map_err(|e| sqlite(path, e))? {
+            let at: usize = r.get(0).map_err(|e| sqlite(path, e))?;
+            let (Some(slot), Some(id)) = (found.get_mut(at), ids.get(at)) else {
+                continue;
+            };
+            let twin: String = r.get(2).map_err(|e| sqlite(path, e))?;
+            // The key is a hash: the spellings themselves must fold alike.
+            if slot.is_some()
+                || twin == *id
+                || crate::user::folded(&twin) != crate::user::folded(id)
+            {
+                continue;
+            }
+            *slot = Some(Twin {
+                rowid: r.get(1).map_err(|e| sqlite(path, e))?,
+                id_in_service: twin,
+                since: r.get(3).map_err(|e| sqlite(path, e))?,
+            });
+        }
+        Ok(found)
+    }
+}
+
 /// An entry from columns 1 to 5: rowid, phone, status, UserID, last error.
 fn entry(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
     let status = r.get_ref(3)?.as_str().unwrap_or_default();
@@ -145,6 +211,32 @@ mod tests {
             .into_iter()
             .map(|e| e.and_then(|e| e.user_id).unwrap_or_else(|| "-".into()))
             .collect()
+    }
+
+    #[test]
+    fn other_spellings_are_found_by_folded_key_in_their_service_only() {
+        let (_d, mut l) = ledger();
+        for (service, id) in [("s", "Alice@x.com"), ("s", "bob"), ("other", "CAROL")] {
+            l.record(service, &write(id, Status::Synced, Some("u")))
+                .expect("record");
+        }
+        l.commit().expect("commit");
+        let twins: Vec<Option<String>> = l
+            .twins("s", &["alice@x.com", "Alice@x.com", "BOB", "carol", "dave"])
+            .expect("twins")
+            .into_iter()
+            .map(|t| t.map(|t| t.id_in_service))
+            .collect();
+        assert_eq!(
+            twins,
+            [
+                Some("Alice@x.com".into()),
+                None,
+                Some("bob".into()),
+                None,
+                None
+            ]
+        );
     }
 
     #[test]

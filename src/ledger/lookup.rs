@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::{Receiver, channel};
 
 use crate::input::{ChunkResult, InputError, Record, Row};
-use crate::ledger::{Entry, Ledger, LedgerError};
+use crate::ledger::{Entry, Ledger, LedgerError, Twin};
 
 /// Chunks looked up ahead of the loop, per lane.
 const CHUNKS_AHEAD: usize = 2;
@@ -26,6 +26,8 @@ pub struct Looked {
     /// What the ledger held for each record's id, by position; `None` for rows whose id could not
     /// be read.
     pub found: Vec<Option<Entry>>,
+    /// For each record the ledger does not hold, another spelling of its id that it does.
+    pub twins: Vec<Option<Twin>>,
     /// This lookup, and every later one, saw at least the writer's first `visible` commits
     /// ([`super::writer::Writer::commits`]).
     pub visible: u64,
@@ -102,9 +104,10 @@ pub fn spawn(
                             // Loaded before the lookup's read transaction starts: a lower bound.
                             let visible = commits.load(Ordering::Acquire);
                             match look_up(ledger.as_mut(), &service_id, &records) {
-                                Ok(found) => Chunk::Looked(Looked {
+                                Ok((found, twins)) => Chunk::Looked(Looked {
                                     records,
                                     found,
+                                    twins,
                                     visible,
                                 }),
                                 Err(e) => Chunk::Ledger(e),
@@ -123,15 +126,21 @@ pub fn spawn(
     Ok(Lookups::new(out))
 }
 
+/// What the ledger holds for each record's id, and for the new ids another spelling it holds.
+type Found = (Vec<Option<Entry>>, Vec<Option<Twin>>);
+
+/// Looks a chunk up: see [`Found`].
 fn look_up(
     ledger: Option<&mut Ledger>,
     service_id: &str,
     records: &[Record],
-) -> Result<Vec<Option<Entry>>, LedgerError> {
+) -> Result<Found, LedgerError> {
     let mut found = Vec::with_capacity(records.len());
     found.resize_with(records.len(), || None);
+    let mut twins = Vec::with_capacity(records.len());
+    twins.resize_with(records.len(), || None);
     let Some(ledger) = ledger else {
-        return Ok(found);
+        return Ok((found, twins));
     };
     let (at, ids): (Vec<usize>, Vec<&str>) = records
         .iter()
@@ -145,7 +154,20 @@ fn look_up(
     for (i, entry) in at.into_iter().zip(ledger.lookup_chunk(service_id, &ids)?) {
         found[i] = entry;
     }
-    Ok(found)
+    // Only ids about to be sent are checked for other spellings: a rerun's known ids cost nothing.
+    let (at, new): (Vec<usize>, Vec<&str>) = records
+        .iter()
+        .zip(&found)
+        .enumerate()
+        .filter_map(|(i, (r, entry))| match (&r.row, entry) {
+            (Row::User(user), None) => Some((i, user.id_in_service.as_str())),
+            _ => None,
+        })
+        .unzip();
+    for (i, twin) in at.into_iter().zip(ledger.twins(service_id, &new)?) {
+        twins[i] = twin;
+    }
+    Ok((found, twins))
 }
 
 #[cfg(test)]
@@ -156,6 +178,7 @@ mod tests {
         Chunk::Looked(Looked {
             records: Vec::new(),
             found: Vec::new(),
+            twins: Vec::new(),
             visible,
         })
     }

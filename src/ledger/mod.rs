@@ -32,6 +32,7 @@ use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
 use thiserror::Error;
 
+pub use find::Twin;
 pub use history::{HistoryCounts, HistoryRow};
 pub use prune::Prunable;
 pub use read::{Entry, ExportError, ServiceCounts, Unresolved, UserRow};
@@ -41,12 +42,13 @@ pub use write::{BATCH_ROWS_BEHIND, Change};
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
 /// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../../migrations/0001_ledger.sql"),
     include_str!("../../migrations/0002_replacements.sql"),
     include_str!("../../migrations/0003_unresolved_index.sql"),
     include_str!("../../migrations/0004_fixes.sql"),
     include_str!("../../migrations/0005_deleted.sql"),
+    include_str!("../../migrations/0006_folded.sql"),
 ];
 /// The oldest schema that read-only commands (`status`, `export`, a dry run) can use: 3 only adds
 /// an index, and what 4 adds (the `fixes` table, the runs' `unresolved`) reads as empty before it.
@@ -55,6 +57,8 @@ const READABLE_FROM: i64 = 2;
 const WITH_FIXES: i64 = 4;
 /// The schema that has the `deleted` status, the `deletions` table and the runs' `deleted` column.
 const WITH_DELETIONS: i64 = 5;
+/// The schema that keeps each id's folded key (`users.folded`), for other spellings of an id.
+const WITH_FOLDED: i64 = 6;
 /// How long `status`/`export` wait for a writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -347,7 +351,29 @@ fn sqlite(path: &str, source: rusqlite::Error) -> LedgerError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+    let mut all: Vec<M<'static>> = MIGRATIONS.iter().map(|sql| M::up(sql)).collect();
+    if let Some(folded) = all.get_mut(usize::try_from(WITH_FOLDED - 1).unwrap_or_default()) {
+        *folded = M::up_with_hook(MIGRATIONS[5], fill_folded);
+    }
+    Migrations::new(all)
+}
+
+/// Schema 6's `folded` column for the rows written before it: each id's key, computed here
+/// (the hash is Rust's, not SQLite's); then its index.
+fn fill_folded(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let keys: Vec<(i64, i64)> = tx
+        .prepare("SELECT rowid, id_in_service FROM users")?
+        .query_map([], |r| {
+            let id = r.get_ref(1)?.as_str().unwrap_or_default();
+            Ok((r.get(0)?, crate::user::fold_key(id)))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut update = tx.prepare("UPDATE users SET folded = ?2 WHERE rowid = ?1")?;
+    for (rowid, key) in keys {
+        update.execute(rusqlite::params![rowid, key])?;
+    }
+    tx.execute_batch("CREATE INDEX users_folded ON users (service_id, folded)")?;
+    Ok(())
 }
 
 /// Refuses files that are not our ledger, and ledgers newer than this binary, without writing.

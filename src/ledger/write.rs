@@ -61,8 +61,8 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
-                                    attempts, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                    attempts, last_error, updated_at, folded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (service_id, id_in_service) DO UPDATE SET
                     phone_number = excluded.phone_number, status = excluded.status,
                     user_id = excluded.user_id, ctime = excluded.ctime,
@@ -81,7 +81,8 @@ impl Ledger {
                         w.ctime,
                         w.attempts,
                         w.last_error,
-                        self.batch_time
+                        self.batch_time,
+                        crate::user::fold_key(&w.id_in_service)
                     ],
                     |r| r.get(0),
                 )
@@ -138,7 +139,8 @@ impl Ledger {
         bind(&mut stmt, 2, &self.batch_time)?;
         let mut at = 3;
         for w in rows {
-            let values: [&dyn rusqlite::ToSql; 7] = [
+            let folded = crate::user::fold_key(&w.id_in_service);
+            let values: [&dyn rusqlite::ToSql; 8] = [
                 &w.id_in_service,
                 &w.phone_number,
                 &w.status.as_str(),
@@ -146,6 +148,7 @@ impl Ledger {
                 &w.ctime,
                 &w.attempts,
                 &w.last_error,
+                &folded,
             ];
             for value in values {
                 bind(&mut stmt, at, value)?;
@@ -227,26 +230,27 @@ static INSERTS: std::sync::LazyLock<[(usize, String); 4]> =
     std::sync::LazyLock::new(|| [64, 16, 4, 1].map(|n| (n, insert_sql(n))));
 
 /// `INSERT … VALUES (…), …` for `rows` rows: `?1` is the service, `?2` the batch's time, and
-/// each row has seven parameters of its own.
+/// each row has eight parameters of its own.
 fn insert_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|i| {
-            let p = 3 + 7 * i;
+            let p = 3 + 8 * i;
             format!(
-                "(?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?2)",
+                "(?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?2, ?{})",
                 p,
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4,
                 p + 5,
-                p + 6
+                p + 6,
+                p + 7
             )
         })
         .collect();
     format!(
         "INSERT INTO users (service_id, id_in_service, phone_number, status, user_id, ctime,
-                            attempts, last_error, updated_at)
+                            attempts, last_error, updated_at, folded)
          VALUES {}",
         values.join(", ")
     )

@@ -39,6 +39,11 @@ pub struct Summary {
     /// Rows checked before sending whose number is not a mobile (sent with a warning, or
     /// refused with `--mobile-only`).
     pub not_mobile: u64,
+    /// New ids that are another spelling of an id of the file or the ledger (sent with a
+    /// warning, skipped, or, with `--on-suspect-duplicate fail`, the reason nothing was sent).
+    pub suspect_duplicates: u64,
+    /// The first of them, one line each (for `--on-suspect-duplicate fail`).
+    pub suspects_listed: Vec<String>,
 }
 
 impl Summary {
@@ -76,6 +81,7 @@ impl Summary {
             "prune_refused": self.prune_refused,
             "phone_warnings": self.phone_warnings,
             "not_mobile": self.not_mobile,
+            "suspect_duplicates": self.suspect_duplicates,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "exit_code": self.exit_code(),
         })
@@ -234,6 +240,8 @@ mod tests {
             phone_warnings: 0,
             asked_rate: None,
             not_mobile: 0,
+            suspect_duplicates: 0,
+            suspects_listed: Vec::new(),
         }
     }
 
@@ -287,6 +295,7 @@ mod tests {
             "prune_refused",
             "phone_warnings",
             "not_mobile",
+            "suspect_duplicates",
             "elapsed_s",
             "exit_code",
         ];
