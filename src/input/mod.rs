@@ -8,6 +8,7 @@
 //! - `thread.rs`: the reader thread and its chunks.
 
 mod columns;
+mod encoding;
 mod lines;
 mod thread;
 mod validate;
@@ -222,7 +223,7 @@ pub fn from_reader(
     stamp: Option<Stamp>,
     options: &InputOptions,
 ) -> Result<Reader, InputError> {
-    let mut buffered = decoded(raw, &name)?;
+    let mut buffered = encoding::decoded(raw, &name)?;
     let first = header_line(&mut buffered, &name)?;
     let delimiter = options
         .delimiter
@@ -269,31 +270,6 @@ pub fn from_reader(
         record: ByteRecord::new(),
         stamp,
     })
-}
-
-/// The bytes as UTF-8: a file that starts with a UTF-16 byte order mark (Excel's "Unicode
-/// Text") is decoded; any other is read as it is.
-fn decoded(
-    raw: Box<dyn Read + Send>,
-    name: &str,
-) -> Result<BufReader<Box<dyn Read + Send>>, InputError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, raw);
-    let start = buffered.fill_buf().map_err(|source| InputError::Read {
-        path: name.to_string(),
-        line: 1,
-        source,
-    })?;
-    let encoding = match start.get(..2) {
-        Some([0xFF, 0xFE]) => encoding_rs::UTF_16LE,
-        Some([0xFE, 0xFF]) => encoding_rs::UTF_16BE,
-        _ => return Ok(buffered),
-    };
-    // The decoder takes the mark off; a code unit that is not UTF-16 becomes U+FFFD, which the
-    // id check refuses (in that row, not the whole file).
-    let utf8 = encoding_rs_io::DecodeReaderBytesBuilder::new()
-        .encoding(Some(encoding))
-        .build(buffered);
-    Ok(BufReader::with_capacity(256 * 1024, Box::new(utf8)))
 }
 
 /// The header line, read whole (up to [`MAX_HEADER_BYTES`]) for delimiter detection, without a BOM.

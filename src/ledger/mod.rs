@@ -2,6 +2,7 @@
 //! opening (checks, pragmas, migrations) and the statuses; the rest is split by what it does.
 //! It knows nothing of HTTP; only the `lookup.rs` stage reads the input's chunks.
 //!
+//! - `schema.rs`: the migrations, and the one that computes in Rust.
 //! - `lock.rs`: the per-file run lock.
 //! - `write.rs`: the import's batched inserts, upserts, savepoints and commits.
 //! - `runs.rs`: the runs table and the counts a run ends with.
@@ -19,6 +20,7 @@ mod prune;
 mod read;
 mod resolve;
 mod runs;
+mod schema;
 mod write;
 pub mod writer;
 
@@ -28,7 +30,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
-use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -41,15 +42,6 @@ pub use write::{BATCH_ROWS_BEHIND, Change};
 
 /// Marks a SQLite file as a ledger (`'VSNC'`), so that open() never migrates someone else's database.
 const APPLICATION_ID: i64 = 0x5653_4E43;
-/// The schema, append-only: never edit a released migration.
-const MIGRATIONS: [&str; 6] = [
-    include_str!("../../migrations/0001_ledger.sql"),
-    include_str!("../../migrations/0002_replacements.sql"),
-    include_str!("../../migrations/0003_unresolved_index.sql"),
-    include_str!("../../migrations/0004_fixes.sql"),
-    include_str!("../../migrations/0005_deleted.sql"),
-    include_str!("../../migrations/0006_folded.sql"),
-];
 /// The oldest schema that read-only commands (`status`, `export`, a dry run) can use: 3 only adds
 /// an index, and what 4 adds (the `fixes` table, the runs' `unresolved`) reads as empty before it.
 const READABLE_FROM: i64 = 2;
@@ -223,14 +215,14 @@ impl Ledger {
         .map_err(|source| sqlite(&shown, source))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|source| sqlite(&shown, source))?;
-        migrations()
+        schema::migrations()
             .to_latest(&mut conn)
             .map_err(|e| LedgerError::NotALedger {
                 path: shown.clone(),
                 reason: format!("migration failed: {e}"),
             })?;
         check_rowid_headroom(&conn, &shown)?;
-        let mut ledger = Ledger::with(conn, shown, Some(lock), MIGRATIONS.len() as i64);
+        let mut ledger = Ledger::with(conn, shown, Some(lock), schema::MIGRATIONS.len() as i64);
         ledger._file_lock = Some(file_lock);
         Ok(ledger)
     }
@@ -350,32 +342,6 @@ fn sqlite(path: &str, source: rusqlite::Error) -> LedgerError {
     }
 }
 
-fn migrations() -> Migrations<'static> {
-    let mut all: Vec<M<'static>> = MIGRATIONS.iter().map(|sql| M::up(sql)).collect();
-    if let Some(folded) = all.get_mut(usize::try_from(WITH_FOLDED - 1).unwrap_or_default()) {
-        *folded = M::up_with_hook(MIGRATIONS[5], fill_folded);
-    }
-    Migrations::new(all)
-}
-
-/// Schema 6's `folded` column for the rows written before it: each id's key, computed here
-/// (the hash is Rust's, not SQLite's); then its index.
-fn fill_folded(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
-    let keys: Vec<(i64, i64)> = tx
-        .prepare("SELECT rowid, id_in_service FROM users")?
-        .query_map([], |r| {
-            let id = r.get_ref(1)?.as_str().unwrap_or_default();
-            Ok((r.get(0)?, crate::user::fold_key(id)))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut update = tx.prepare("UPDATE users SET folded = ?2 WHERE rowid = ?1")?;
-    for (rowid, key) in keys {
-        update.execute(rusqlite::params![rowid, key])?;
-    }
-    tx.execute_batch("CREATE INDEX users_folded ON users (service_id, folded)")?;
-    Ok(())
-}
-
 /// Refuses files that are not our ledger, and ledgers newer than this binary, without writing.
 fn check_is_ledger(conn: &Connection, shown: &str) -> Result<(), LedgerError> {
     let not_ledger = |reason: String| LedgerError::NotALedger {
@@ -398,7 +364,7 @@ fn check_is_ledger(conn: &Connection, shown: &str) -> Result<(), LedgerError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| not_ledger(e.to_string()))?;
-    let known = MIGRATIONS.len() as i64;
+    let known = schema::MIGRATIONS.len() as i64;
     if version > known {
         return Err(LedgerError::TooNew {
             path: shown.to_string(),
@@ -466,7 +432,9 @@ pub(crate) mod tests {
 
     #[test]
     fn migrations_validate() {
-        migrations().validate().expect("migrations are valid");
+        schema::migrations()
+            .validate()
+            .expect("migrations are valid");
     }
 
     #[test]
@@ -576,6 +544,6 @@ pub(crate) mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("schema");
-        assert_eq!((version, indexed), (MIGRATIONS.len() as i64, 1));
+        assert_eq!((version, indexed), (schema::MIGRATIONS.len() as i64, 1));
     }
 }
