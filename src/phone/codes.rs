@@ -4,6 +4,8 @@
 //! without loading the crate's database (70 ms at the first number); a test keeps the table
 //! equal to the metadata.
 
+use std::collections::HashMap;
+
 use phonenumber::Metadata;
 use phonenumber::Type;
 use phonenumber::metadata::Descriptor;
@@ -37,6 +39,11 @@ impl Code {
             .binary_search_by_key(&code, |c| c.code)
             .ok()
             .map(|i| &TABLE[i])
+    }
+
+    /// Its lengths (every one, and the local-only ones), for [`super::kind::fit`].
+    pub(super) fn lengths(&self) -> (&'static [u16], &'static [u16]) {
+        (self.lengths, self.local)
     }
 
     /// The main country's metadata (the only entry of a non-geographic code).
@@ -131,6 +138,41 @@ pub(super) fn kinds(meta: &Metadata) -> [(Option<&Descriptor>, Type); 10] {
     ]
 }
 
+/// Every length a country's numbers have, and those of local numbers only: libphonenumber's
+/// build puts their union in the general description; the crate's metadata does not.
+pub(super) fn lengths(meta: &Metadata) -> (Vec<u16>, Vec<u16>) {
+    let general = meta.descriptors().general();
+    let mut all = general.possible_length().to_vec();
+    let mut local = general.possible_local_length().to_vec();
+    for desc in kinds(meta).into_iter().filter_map(|(desc, _)| desc) {
+        all.extend_from_slice(desc.possible_length());
+        local.extend_from_slice(desc.possible_local_length());
+    }
+    for list in [&mut all, &mut local] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    // Local-only means no number of national length has it (as libphonenumber's build).
+    local.retain(|l| !all.contains(l));
+    (all, local)
+}
+
+/// A region's lengths (every one, and the local-only ones), as libphonenumber's build puts them
+/// in its general description: computed once for every region, at the first national number.
+pub(super) fn region_lengths(meta: &Metadata) -> (&'static [u16], &'static [u16]) {
+    type Table = HashMap<String, (Vec<u16>, Vec<u16>)>;
+    static REGIONS: std::sync::LazyLock<Table> = std::sync::LazyLock::new(|| {
+        phonenumber::metadata::DATABASE
+            .iter()
+            .map(|meta| (meta.id().to_string(), lengths(meta)))
+            .collect()
+    });
+    match REGIONS.get(meta.id()) {
+        Some((all, local)) => (all, local),
+        None => (&[], &[]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -138,25 +180,6 @@ mod tests {
     use phonenumber::metadata::DATABASE;
 
     use super::*;
-
-    /// Every length a country's numbers have, and those of local numbers only: libphonenumber's
-    /// build puts their union in the general description; the crate's metadata does not.
-    fn lengths(meta: &Metadata) -> (Vec<u16>, Vec<u16>) {
-        let general = meta.descriptors().general();
-        let mut all = general.possible_length().to_vec();
-        let mut local = general.possible_local_length().to_vec();
-        for desc in kinds(meta).into_iter().filter_map(|(desc, _)| desc) {
-            all.extend_from_slice(desc.possible_length());
-            local.extend_from_slice(desc.possible_local_length());
-        }
-        for list in [&mut all, &mut local] {
-            list.sort_unstable();
-            list.dedup();
-        }
-        // Local-only means no number of national length has it (as libphonenumber's build).
-        local.retain(|l| !all.contains(l));
-        (all, local)
-    }
 
     /// The table `table.rs` must hold, from the crate's metadata: per code, the main country's
     /// lengths (as libphonenumber's `isPossibleNumber` takes them) and every country's trunk

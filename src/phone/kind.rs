@@ -9,7 +9,6 @@ use phonenumber::metadata::{DATABASE, Descriptor};
 use phonenumber::{Metadata, Type};
 
 use super::Line;
-use super::codes::Code;
 use super::codes::kinds;
 use super::parse::{Parts, split_code};
 
@@ -22,51 +21,97 @@ pub fn classify(e164: &str) -> (bool, Line) {
     (kind != Type::Unknown, line(kind))
 }
 
-/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode` and the length test that decides
-/// whether to keep its result: the country's prefix for parsing, matched at the start once, with
-/// its transform rule; undone when the number was one of the country's before and is no longer,
-/// or when its length is then too short, local only or one no number has.
-pub(super) fn strip_national_prefix(meta: &Metadata, national: &str, code: &Code) -> String {
-    let unchanged = || national.to_string();
+/// How a national number's length fits its country: libphonenumber's `testNumberLength`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fit {
+    /// A length its numbers have.
+    Possible,
+    /// Shorter than any.
+    TooShort,
+    /// The length of local numbers only (without an area code).
+    LocalOnly,
+    /// Between the shortest and the longest, but no number has it.
+    InvalidLength,
+    /// Longer than any.
+    TooLong,
+}
+
+/// libphonenumber's `testNumberLength` for a country's lengths (`all`, sorted) and local-only
+/// lengths.
+pub(super) fn fit(length: usize, all: &[u16], local: &[u16]) -> Fit {
+    let length = u16::try_from(length).unwrap_or(u16::MAX);
+    let (Some(&shortest), Some(&longest)) = (all.first(), all.last()) else {
+        return Fit::InvalidLength;
+    };
+    if local.contains(&length) {
+        Fit::LocalOnly
+    } else if length < shortest {
+        Fit::TooShort
+    } else if length > longest {
+        Fit::TooLong
+    } else if all.contains(&length) {
+        Fit::Possible
+    } else {
+        Fit::InvalidLength
+    }
+}
+
+/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode`, then the length test its parser
+/// keeps the result by: the prefix comes off unless the number is then too short, local only
+/// or of a length no number has. `all` and `local` are the country's lengths.
+pub(super) fn strip_national_prefix(
+    meta: &Metadata,
+    national: &str,
+    (all, local): (&[u16], &[u16]),
+) -> String {
+    match strip_prefix_for_parsing(meta, national) {
+        Some(stripped)
+            if !matches!(
+                fit(stripped.len(), all, local),
+                Fit::TooShort | Fit::LocalOnly | Fit::InvalidLength
+            ) =>
+        {
+            stripped
+        }
+        _ => national.to_string(),
+    }
+}
+
+/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode`: the country's prefix for parsing,
+/// matched at the start once, with its transform rule; `None` when it does not match, or when
+/// the number was one of the country's before and would no longer be.
+pub(super) fn strip_prefix_for_parsing(meta: &Metadata, national: &str) -> Option<String> {
     // Without a pattern of its own, the prefix for parsing is the national prefix (as
     // libphonenumber's metadata build sets it).
     let source = match (meta.national_prefix_for_parsing(), meta.national_prefix()) {
         (Some(pattern), _) => pattern.as_str().to_string(),
         (None, Some(prefix)) => regex::escape(prefix),
-        (None, None) => return unchanged(),
+        (None, None) => return None,
     };
-    let Some(pattern) = leading(&source) else {
-        return unchanged();
-    };
-    let Some(found) = pattern.captures(national) else {
-        return unchanged();
-    };
+    let found = leading(&source)?.captures(national)?;
     let general = meta.descriptors().general();
-    let viable = matches(general, national);
     let last = found.len() - 1;
+    let end = found.get(0).map_or(0, |m| m.end());
     let candidate = match (meta.national_prefix_transform_rule(), found.get(last)) {
-        (Some(rule), Some(_)) if last > 0 => {
+        (Some(rule), Some(_)) if last > 0 && !rule.is_empty() => {
             // Java's `$1` is the regex crate's `${1}`.
             let rule = rule.replace("$1", "${1}").replace("$2", "${2}");
             let mut expanded = String::new();
             found.expand(&rule, &mut expanded);
-            format!(
-                "{expanded}{}",
-                &national[found.get(0).map_or(0, |m| m.end())..]
-            )
+            format!("{expanded}{}", &national[end..])
         }
-        _ => national[found.get(0).map_or(0, |m| m.end())..].to_string(),
+        _ => national[end..].to_string(),
     };
-    if viable && !matches(general, &candidate) {
-        return unchanged();
+    if pattern_matches(general, national) && !pattern_matches(general, &candidate) {
+        return None;
     }
-    let length = u16::try_from(candidate.len()).unwrap_or(u16::MAX);
-    let short = code.lengths.first().is_none_or(|&least| length < least);
-    let fits = code.lengths.contains(&length) || length > *code.lengths.last().unwrap_or(&0);
-    if short || code.local.contains(&length) || !fits {
-        return unchanged();
-    }
-    candidate
+    Some(candidate)
+}
+
+/// Whether a description's pattern matches a national number whole, whatever its length
+/// (libphonenumber's `matchNationalNumber`).
+pub(super) fn pattern_matches(desc: &Descriptor, national: &str) -> bool {
+    whole(desc).is_some_and(|pattern| pattern.is_match(national))
 }
 
 /// A metadata pattern anchored at the start only (libphonenumber's `lookingAt`), compiled once
@@ -94,15 +139,6 @@ fn kind(parts: &Parts) -> Type {
         Some(meta) => kind_in(meta, &parts.national),
         None => Type::Unknown,
     }
-}
-
-/// Whether a number matches the general pattern of a country of its code: libphonenumber's test
-/// of whether dropping a trunk prefix is right.
-pub(super) fn viable(parts: &Parts) -> bool {
-    DATABASE.by_code(&parts.code).is_some_and(|all| {
-        all.iter()
-            .any(|meta| matches(meta.descriptors().general(), &parts.national))
-    })
 }
 
 /// The country a number belongs to, as libphonenumber's `getRegionCodeForNumber` decides for a

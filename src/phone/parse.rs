@@ -5,7 +5,8 @@
 
 use phonenumber::{PhoneNumber, country};
 
-use super::codes::Code;
+use super::codes::{self, Code};
+use super::kind;
 
 /// A number understood.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,10 +121,44 @@ fn parts(compact: &str, region: Option<country::Id>) -> Result<Parts, String> {
     if compact.contains('+') {
         return Err("phone has a + that is not at its start".into());
     }
-    let parsed = phonenumber::parse(Some(region), compact)
-        .map(|number| of(&number))
-        .map_err(|_| format!("phone is not a number of {}", region.as_ref()))?;
-    Ok(trunk_once(parsed, compact))
+    national(compact, region)
+}
+
+/// A number without its country code, read by the default region's rules as libphonenumber's
+/// parser reads it: the region's own calling code at the start is taken off only when the
+/// number fits the region better without it (or is too long with it), then the prefix for
+/// parsing (trunk prefix, carrier code) once, kept off only if the length still fits.
+fn national(digits: &str, region: country::Id) -> Result<Parts, String> {
+    let meta = phonenumber::metadata::DATABASE
+        .by_id(region.as_ref())
+        .ok_or_else(|| format!("phone is not a number of {}", region.as_ref()))?;
+    let code = meta.country_code();
+    let mut number = digits.to_string();
+    let mut rules = meta;
+    if let Some(rest) = digits.strip_prefix(code.to_string().as_str()) {
+        let general = meta.descriptors().general();
+        let potential =
+            kind::strip_prefix_for_parsing(meta, rest).unwrap_or_else(|| rest.to_string());
+        let (all, local) = codes::region_lengths(meta);
+        let better =
+            !kind::pattern_matches(general, digits) && kind::pattern_matches(general, &potential);
+        if better || kind::fit(digits.len(), all, local) == kind::Fit::TooLong {
+            number = potential;
+            // The number is now the calling code's: its main country's rules apply.
+            rules = Code::of(code).and_then(Code::metadata).unwrap_or(meta);
+        }
+    }
+    let number = kind::strip_national_prefix(rules, &number, codes::region_lengths(rules));
+    if number.is_empty() {
+        return Err(format!(
+            "phone has no digits after the country code of {}",
+            region.as_ref()
+        ));
+    }
+    Ok(Parts {
+        code,
+        national: number,
+    })
 }
 
 /// The digits after the region's international prefix, if they start with it: as
@@ -154,7 +189,7 @@ fn international(digits: &str) -> Result<Parts, String> {
         && let Some(code) = Code::of(whole.code)
         && let Some(meta) = code.metadata()
     {
-        let national = super::kind::strip_national_prefix(meta, &whole.national, code);
+        let national = kind::strip_national_prefix(meta, &whole.national, code.lengths());
         return Ok(Parts {
             code: whole.code,
             national,
@@ -163,31 +198,6 @@ fn international(digits: &str) -> Result<Parts, String> {
     phonenumber::parse(None, format!("+{digits}"))
         .map(|number| of(&number))
         .map_err(|e| format!("phone is not a number libphonenumber can read ({e})"))
-}
-
-/// Corrects the crate where it drops too much: it strips a trunk prefix twice (`8 800…` in
-/// Russia, whose trunk prefix is 8, loses both eights), and even where the digits belong to the
-/// number. libphonenumber strips it once, and only when the number is one of the country's
-/// without it, or was none with it. `written` is the national number as written.
-fn trunk_once(parsed: Parts, written: &str) -> Parts {
-    if super::kind::viable(&parsed) {
-        return parsed;
-    }
-    let candidates = Code::of(parsed.code)
-        .into_iter()
-        .flat_map(|code| code.trunks.iter())
-        .filter_map(|trunk| written.strip_prefix(trunk))
-        .chain([written]);
-    for national in candidates {
-        let candidate = Parts {
-            code: parsed.code,
-            national: national.to_string(),
-        };
-        if super::kind::viable(&candidate) {
-            return candidate;
-        }
-    }
-    parsed
 }
 
 /// The calling code at the start of the digits (codes are prefix-free: the first that exists).
