@@ -24,11 +24,14 @@ impl User {
 }
 
 /// Whether a character must never reach a terminal or a stored id as it is: C0 and C1 controls
-/// (ESC starts terminal escape sequences, BEL rings) and the Unicode bidi controls, which reorder
-/// what a terminal or a spreadsheet shows.
+/// (ESC starts terminal escape sequences, BEL rings), the Unicode bidi controls, which reorder
+/// what a terminal or a spreadsheet shows, and invisible characters (two ids that look the same).
 pub fn is_unprintable(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        // Invisible, or breaking a line where no line break is seen: zero-width spaces and
+        // joiners, the word joiner, the byte order mark, the line and paragraph separators.
+        || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{2028}' | '\u{2029}')
 }
 
 /// The first unprintable character of `text`, if any.

@@ -14,8 +14,9 @@ mod table;
 pub use kind::classify;
 pub use parse::{Line, Phone, normalize, understand};
 
-/// Masks every phone number in a text for log lines (a server's reason may quote one): runs of 8
-/// to 15 digits, with or without a leading `+`.
+/// Masks every phone number in a text for log lines (a server's reason may quote one): a `+`
+/// and 6 to 15 digits (the shortest numbers, Niue's, have 7 with the code), or a bare run of 8
+/// to 15 digits (shorter bare runs are counts and line numbers more often than phones).
 pub fn mask_phones_in(text: &str) -> String {
     let bytes = text.as_bytes();
     let joined = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
@@ -26,7 +27,8 @@ pub fn mask_phones_in(text: &str) -> String {
         if alone_before && let Some((end, digits)) = phone_at(bytes, i) {
             // `+` numbers may be written with spaces or dashes; bare digits must stand alone.
             let alone_after = bytes[i] == b'+' || end == bytes.len() || !joined(bytes[end]);
-            if alone_after && (8..=15).contains(&digits.len()) {
+            let least = if bytes[i] == b'+' { 6 } else { 8 };
+            if alone_after && (least..=15).contains(&digits.len()) {
                 let prefix = if bytes[i] == b'+' { "+" } else { "" };
                 out.push_str(&mask_phone(&format!("{prefix}{digits}")));
                 i = end;
@@ -72,15 +74,17 @@ fn phone_at(bytes: &[u8], at: usize) -> Option<(usize, String)> {
     (!digits.is_empty()).then_some((end, digits))
 }
 
-/// Masks a phone number for log lines: `+3725****67`.
+/// Masks a phone number for log lines: `+3725****67`, or for a short number `+68****1`, so that
+/// at most half its digits show.
 pub fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
     if chars.len() <= 6 {
         return "*".repeat(chars.len());
     }
-    let head: String = chars[..5].iter().collect();
-    let tail: String = chars[chars.len() - 2..].iter().collect();
-    format!("{head}****{tail}")
+    let (head, tail) = if chars.len() >= 11 { (5, 2) } else { (3, 1) };
+    let head: String = chars[..head].iter().collect();
+    let tail: String = chars[chars.len() - tail..].iter().collect();
+    crate::user::escape(&format!("{head}****{tail}"))
 }
 
 #[cfg(test)]
@@ -185,6 +189,10 @@ mod tests {
         );
         assert_eq!(mask_phones_in("ünï 1234567 ok"), "ünï 1234567 ok");
         assert_eq!(
+            mask_phones_in("422: Invalid phone number: +6836831"),
+            "422: Invalid phone number: +68****1"
+        );
+        assert_eq!(
             mask_phones_in("phone=+37255555501-x or +372 5555 5501."),
             "phone=+3725****01-x or +3725****01."
         );
@@ -206,6 +214,10 @@ mod tests {
     fn masks_phones() {
         assert_eq!(mask_phone("+37255555567"), "+3725****67");
         assert_eq!(mask_phone("+123"), "****");
+        // Niue's 7 digits: at most half of them show.
+        assert_eq!(mask_phone("+6836831"), "+68****1");
+        // What the file wrote is shown escaped: a line separator breaks no log line.
+        assert_eq!(mask_phone("+\u{2028}3725555555"), "+\\u{2028}372****55");
     }
 
     proptest::proptest! {

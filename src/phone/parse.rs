@@ -64,7 +64,13 @@ pub fn normalize(raw: &str, region: Option<country::Id>) -> Result<String, Strin
         .collect();
     // The international prefix: the default region's own (00, 011, 0011, 810, carrier digits
     // included), or without one, 00 as most of the world dials it.
-    let compact = match (region, compact.strip_prefix("00")) {
+    // Without a region, `00` is taken as the international prefix only as written, not when
+    // separators merely put two zeros together (`0-011…`).
+    let double_zero = text
+        .starts_with("00")
+        .then(|| compact.strip_prefix("00"))
+        .flatten();
+    let compact = match (region, double_zero) {
         (Some(region), _) => match strip_idd(region, &compact) {
             Some(rest) => format!("+{rest}"),
             None => compact,
@@ -257,6 +263,18 @@ fn ascii(c: char) -> char {
 
 /// Refuses what no phone number holds, each with its own reason.
 fn check_characters(text: &str) -> Result<(), String> {
+    const EXTENSION: &str =
+        "phone has an extension; an SMS cannot reach one: give the number alone";
+    // `~` and digits at the end: libphonenumber's extension (`~` elsewhere waits for a tone).
+    let tilde_extension = text.rsplit_once('~').is_some_and(|(_, after)| {
+        let digits = after
+            .trim_start_matches([' ', ',', '-', ':', '.'])
+            .trim_end_matches('#');
+        (1..=7).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    });
+    if tilde_extension {
+        return Err(EXTENSION.into());
+    }
     // What numbers are written with: nothing to name.
     if text.bytes().all(|b| {
         b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'/' | b' ' | b'~')
@@ -273,18 +291,15 @@ fn check_characters(text: &str) -> Result<(), String> {
                 .starts_with(|c: char| c.is_ascii_digit())
         });
     if extension {
-        return Err(
-            "phone has an extension; an SMS cannot reach one: give the number alone".into(),
-        );
+        return Err(EXTENSION.into());
     }
     if text.chars().any(char::is_alphabetic) {
         return Err("phone has letters (a vanity number?): write it in digits".into());
     }
     if let Some(bad) = text.chars().find(|c| {
         // `~`: the wait for a dial tone, as Russia writes its international prefix (8~10).
-        !(c.is_ascii_digit()
-            || matches!(c, '+' | '-' | '.' | '(' | ')' | '/' | '~')
-            || c.is_whitespace())
+        // Other whitespace than a space (tabs, line separators) is not a number's.
+        !(c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '(' | ')' | '/' | '~' | ' '))
     }) {
         return Err(format!(
             "phone contains {bad:?}; only digits, spaces, dashes, dots, slashes, parentheses and a leading + or 00 are allowed"

@@ -8,8 +8,8 @@ oracle that tests/phones.rs compares it with.
     /tmp/pn/bin/python tests/phones/make_corpus.py > tests/phones/corpus.csv
 
 Columns: the text as written, the --default-region (empty: none), then libphonenumber's verdict:
-`e164` (empty when the number is not understood or not possible), `verdict` (`ok`, `unparsable`, or
-the possibility reason: `too_short`, `too_long`, `invalid_length`, `invalid_country_code`,
+`e164` (empty when the number is not understood or not possible), `verdict` (`ok`, `unparsable`,
+`extension`, or the possibility reason: `too_short`, `too_long`, `invalid_length`, `invalid_country_code`,
 `local_only`), `valid` (in an assigned range) and `type` (MOBILE, FIXED_LINE, …).
 """
 
@@ -46,6 +46,9 @@ def verdict(text, region):
         number = phonenumbers.parse(text, region or None)
     except phonenumbers.NumberParseException:
         return ["", "unparsable", "", ""]
+    # An extension cannot receive an SMS: the importer refuses what libphonenumber keeps apart.
+    if number.extension:
+        return ["", "extension", "", ""]
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason != V.IS_POSSIBLE:
         return ["", REASONS.get(reason, "impossible"), "", ""]
@@ -73,8 +76,13 @@ def forms(region, number):
     yield f"00 {cc} {rest}", IDD_00
     yield national, region
     yield national.replace(" ", ""), region
-    # The national significant number alone, as many exports keep it.
-    yield phonenumbers.national_significant_number(number), region
+    # The national significant number alone, as many exports keep it; with the calling code
+    # but no + (`7 812…` in Russia); with 00, which is not every region's international prefix.
+    nsn = phonenumbers.national_significant_number(number)
+    yield nsn, region
+    yield f"{cc}{nsn}", region
+    yield f"{cc} {national}", region
+    yield f"00{cc}{nsn}", region
     prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
     if prefix and national.startswith(prefix):
         trunk = national[len(prefix) :].strip()
@@ -84,6 +92,7 @@ def forms(region, number):
         yield f"+{cc} ({prefix}) {trunk}", "EE" if region != "EE" else "GB"
         # The trunk prefix written twice: stripped once, the rest judged as it is.
         yield f"+{cc} ({prefix}) {national}", ""
+        yield f"{prefix} {national}", region
     # As a tel: URI (RFC 3966), in full-width characters (as Japanese input writes them), and
     # in Arabic-Indic digits.
     yield phonenumbers.format_number(number, F.RFC3966), ""
@@ -146,6 +155,26 @@ def main():
         ("1-415-555-0133", "US"),
         ("011 44 20 7946 0958", "US"),
         ("5123 4567", "EE"),
+        # National numbers that start with their own calling code, found by a review.
+        ("9111500080", "IN"),
+        ("(55) 99123-4567", "BR"),
+        ("48 123 45 67", "PL"),
+        ("390 859 0820", "IT"),
+        ("278345727", "ZA"),
+        ("4921 123456", "DE"),
+        ("7 812 123 45 67", "RU"),
+        ("78005553535", "RU"),
+        ("375 801 123 45 67", "BY"),
+        ("0 0 2 1234 5678", "AU"),
+        ("06 06 1 234 5678", "HU"),
+        ("00 49 30 123456", "BR"),
+        ("00 44 20 7946 0958", "AU"),
+        # `~` and digits at the end is an extension; `~` in 8~10 is not.
+        ("+43 1 234567~8", ""),
+        ("8~10 44 20 7946 0958", "RU"),
+        # Whitespace other than spaces is not a number's.
+        ("+372\t5123 4567", ""),
+        ("+372\u20095123 4567", ""),
     ]:
         out.writerow([text, default] + verdict(text, default))
 
