@@ -4,8 +4,6 @@
 //! without loading the crate's database (70 ms at the first number); a test keeps the table
 //! equal to the metadata.
 
-use std::collections::HashMap;
-
 use phonenumber::Metadata;
 use phonenumber::Type;
 use phonenumber::metadata::Descriptor;
@@ -39,11 +37,6 @@ impl Code {
             .binary_search_by_key(&code, |c| c.code)
             .ok()
             .map(|i| &TABLE[i])
-    }
-
-    /// Its lengths (every one, and the local-only ones), for [`super::kind::fit`].
-    pub(super) fn lengths(&self) -> (&'static [u16], &'static [u16]) {
-        (self.lengths, self.local)
     }
 
     /// The main country's metadata (the only entry of a non-geographic code).
@@ -155,22 +148,6 @@ pub(super) fn lengths(meta: &Metadata) -> (Vec<u16>, Vec<u16>) {
     // Local-only means no number of national length has it (as libphonenumber's build).
     local.retain(|l| !all.contains(l));
     (all, local)
-}
-
-/// A region's lengths (every one, and the local-only ones), as libphonenumber's build puts them
-/// in its general description: computed once for every region, at the first national number.
-pub(super) fn region_lengths(meta: &Metadata) -> (&'static [u16], &'static [u16]) {
-    type Table = HashMap<String, (Vec<u16>, Vec<u16>)>;
-    static REGIONS: std::sync::LazyLock<Table> = std::sync::LazyLock::new(|| {
-        phonenumber::metadata::DATABASE
-            .iter()
-            .map(|meta| (meta.id().to_string(), lengths(meta)))
-            .collect()
-    });
-    match REGIONS.get(meta.id()) {
-        Some((all, local)) => (all, local),
-        None => (&[], &[]),
-    }
 }
 
 #[cfg(test)]

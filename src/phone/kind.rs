@@ -21,99 +21,6 @@ pub fn classify(e164: &str) -> (bool, Line) {
     (kind != Type::Unknown, line(kind))
 }
 
-/// How a national number's length fits its country: libphonenumber's `testNumberLength`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Fit {
-    /// A length its numbers have.
-    Possible,
-    /// Shorter than any.
-    TooShort,
-    /// The length of local numbers only (without an area code).
-    LocalOnly,
-    /// Between the shortest and the longest, but no number has it.
-    InvalidLength,
-    /// Longer than any.
-    TooLong,
-}
-
-/// libphonenumber's `testNumberLength` for a country's lengths (`all`, sorted) and local-only
-/// lengths.
-pub(super) fn fit(length: usize, all: &[u16], local: &[u16]) -> Fit {
-    let length = u16::try_from(length).unwrap_or(u16::MAX);
-    let (Some(&shortest), Some(&longest)) = (all.first(), all.last()) else {
-        return Fit::InvalidLength;
-    };
-    if local.contains(&length) {
-        Fit::LocalOnly
-    } else if length < shortest {
-        Fit::TooShort
-    } else if length > longest {
-        Fit::TooLong
-    } else if all.contains(&length) {
-        Fit::Possible
-    } else {
-        Fit::InvalidLength
-    }
-}
-
-/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode`, then the length test its parser
-/// keeps the result by: the prefix comes off unless the number is then too short, local only
-/// or of a length no number has. `all` and `local` are the country's lengths.
-pub(super) fn strip_national_prefix(
-    meta: &Metadata,
-    national: &str,
-    (all, local): (&[u16], &[u16]),
-) -> String {
-    match strip_prefix_for_parsing(meta, national) {
-        Some(stripped)
-            if !matches!(
-                fit(stripped.len(), all, local),
-                Fit::TooShort | Fit::LocalOnly | Fit::InvalidLength
-            ) =>
-        {
-            stripped
-        }
-        _ => national.to_string(),
-    }
-}
-
-/// libphonenumber's `maybeStripNationalPrefixAndCarrierCode`: the country's prefix for parsing,
-/// matched at the start once, with its transform rule; `None` when it does not match, or when
-/// the number was one of the country's before and would no longer be.
-pub(super) fn strip_prefix_for_parsing(meta: &Metadata, national: &str) -> Option<String> {
-    // Without a pattern of its own, the prefix for parsing is the national prefix (as
-    // libphonenumber's metadata build sets it).
-    let source = match (meta.national_prefix_for_parsing(), meta.national_prefix()) {
-        (Some(pattern), _) => pattern.as_str().to_string(),
-        (None, Some(prefix)) => regex::escape(prefix),
-        (None, None) => return None,
-    };
-    let found = leading(&source)?.captures(national)?;
-    let general = meta.descriptors().general();
-    let last = found.len() - 1;
-    let end = found.get(0).map_or(0, |m| m.end());
-    let candidate = match (meta.national_prefix_transform_rule(), found.get(last)) {
-        (Some(rule), Some(_)) if last > 0 && !rule.is_empty() => {
-            // Java's `$1` is the regex crate's `${1}`.
-            let rule = rule.replace("$1", "${1}").replace("$2", "${2}");
-            let mut expanded = String::new();
-            found.expand(&rule, &mut expanded);
-            format!("{expanded}{}", &national[end..])
-        }
-        _ => national[end..].to_string(),
-    };
-    if pattern_matches(general, national) && !pattern_matches(general, &candidate) {
-        return None;
-    }
-    Some(candidate)
-}
-
-/// Whether a description's pattern matches a national number whole, whatever its length
-/// (libphonenumber's `matchNationalNumber`).
-pub(super) fn pattern_matches(desc: &Descriptor, national: &str) -> bool {
-    whole(desc).is_some_and(|pattern| pattern.is_match(national))
-}
-
 /// A metadata pattern anchored at the start only (libphonenumber's `lookingAt`), compiled once
 /// per pattern and kept for the life of the process (one per region at most).
 pub(super) fn leading(pattern: &str) -> Option<&'static regex::Regex> {
@@ -199,7 +106,7 @@ fn matches(desc: &Descriptor, national: &str) -> bool {
 
 /// A description's pattern anchored at both ends, compiled once per description and kept for
 /// the life of the process (a few thousand at most: the database is static).
-fn whole(desc: &Descriptor) -> Option<&'static regex::Regex> {
+pub(super) fn whole(desc: &Descriptor) -> Option<&'static regex::Regex> {
     static CACHE: std::sync::LazyLock<Mutex<HashMap<usize, &'static regex::Regex>>> =
         std::sync::LazyLock::new(Mutex::default);
     // The database is static: a description's address names it for the life of the process.

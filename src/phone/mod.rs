@@ -3,12 +3,14 @@
 //!
 //! - `parse.rs`: a number as written, read as libphonenumber reads it.
 //! - `codes.rs`: what each calling code says about its numbers (lengths, trunk prefixes).
+//! - `rules.rs`: a region's rules for reading a number (prefix for parsing, lengths), prepared once.
 //! - `kind.rs`: what kind of line a number is, and whether it is in an assigned range.
 //! - `table.rs`: the calling codes, generated from the crate's metadata.
 
 mod codes;
 mod kind;
 mod parse;
+mod rules;
 mod table;
 
 pub use kind::classify;

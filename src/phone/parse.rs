@@ -5,8 +5,8 @@
 
 use phonenumber::{PhoneNumber, country};
 
-use super::codes::{self, Code};
-use super::kind;
+use super::codes::Code;
+use super::rules::{Fit, rules};
 
 /// A number understood.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,32 +138,32 @@ fn national(digits: &str, region: country::Id) -> Result<Parts, String> {
     let meta = phonenumber::metadata::DATABASE
         .by_id(region.as_ref())
         .ok_or_else(|| format!("phone is not a number of {}", region.as_ref()))?;
-    let code = meta.country_code();
-    let mut number = digits.to_string();
-    let mut rules = meta;
-    if let Some(rest) = digits.strip_prefix(code.to_string().as_str()) {
-        let general = meta.descriptors().general();
-        let potential =
-            kind::strip_prefix_for_parsing(meta, rest).unwrap_or_else(|| rest.to_string());
-        let (all, local) = codes::region_lengths(meta);
-        let better =
-            !kind::pattern_matches(general, digits) && kind::pattern_matches(general, &potential);
-        if better || kind::fit(digits.len(), all, local) == kind::Fit::TooLong {
-            number = potential;
+    let own = rules(meta);
+    let mut number = None;
+    let mut rules_of_number = own;
+    if let Some(rest) = digits.strip_prefix(own.code.as_str()) {
+        let potential = own
+            .strip_prefix_for_parsing(rest)
+            .unwrap_or_else(|| rest.to_string());
+        let better = !own.general_matches(digits) && own.general_matches(&potential);
+        if better || own.fit(digits.len()) == Fit::TooLong {
             // The number is now the calling code's: its main country's rules apply.
-            rules = Code::of(code).and_then(Code::metadata).unwrap_or(meta);
+            if let Some(main) = Code::of(meta.country_code()).and_then(Code::metadata) {
+                rules_of_number = rules(main);
+            }
+            number = Some(potential);
         }
     }
-    let number = kind::strip_national_prefix(rules, &number, codes::region_lengths(rules));
-    if number.is_empty() {
+    let national = rules_of_number.strip_national_prefix(number.as_deref().unwrap_or(digits));
+    if national.is_empty() {
         return Err(format!(
             "phone has no digits after the country code of {}",
             region.as_ref()
         ));
     }
     Ok(Parts {
-        code,
-        national: number,
+        code: meta.country_code(),
+        national,
     })
 }
 
@@ -195,7 +195,7 @@ fn international(digits: &str) -> Result<Parts, String> {
         && let Some(code) = Code::of(whole.code)
         && let Some(meta) = code.metadata()
     {
-        let national = kind::strip_national_prefix(meta, &whole.national, code.lengths());
+        let national = rules(meta).strip_national_prefix(&whole.national);
         return Ok(Parts {
             code: whole.code,
             national,
