@@ -158,19 +158,34 @@ fn a_ca_file_that_cannot_be_used_stops_before_any_request() {
     let env = pki.env();
     let not_pem = env.file("notes.txt", "not a certificate\n");
     let missing = env.dir.path().join("missing.pem");
+    // A FIFO no one writes to would block the run for ever; /dev/zero would never end.
+    let fifo = env.dir.path().join("fifo.pem");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let huge = env.file("huge.pem", vec![b'A'; 17 << 20]);
     for (flag_or_var, path, says) in [
         ("--ca-cert", missing.as_path(), "which cannot be read"),
         (
             "--ca-cert",
             not_pem.as_path(),
-            "which holds no PEM certificate",
+            "which holds no usable certificate",
         ),
         ("SSL_CERT_FILE", missing.as_path(), "which cannot be read"),
         (
             "SSL_CERT_FILE",
             not_pem.as_path(),
-            "which holds no PEM certificate",
+            "which holds no usable certificate",
         ),
+        (
+            "SSL_CERT_FILE",
+            Path::new("/dev/zero"),
+            "it is not a regular file",
+        ),
+        ("--ca-cert", fifo.as_path(), "it is not a regular file"),
+        ("SSL_CERT_FILE", huge.as_path(), "it is over 16 MiB"),
     ] {
         let (run, _) = if flag_or_var.starts_with("--") {
             import(&env, &[flag_or_var, path.to_str().expect("utf-8")], &[])
@@ -188,6 +203,34 @@ fn a_ca_file_that_cannot_be_used_stops_before_any_request() {
 }
 
 #[test]
+fn a_port_that_does_not_speak_tls_stops_at_once() {
+    // The plain-http simulator, addressed as https.
+    let env = Env::new();
+    let plain = env.sim.base_url().replace("http://", "https://");
+    let csv = env.file("users.csv", users_csv(0, 50));
+    let started = Instant::now();
+    let run = Run::of(
+        env.cmd()
+            .env("VERIGATOR_BASE_URL", &plain)
+            .args(["import", "--json", "--no-progress", "--rate", "0"])
+            .arg(&csv)
+            .output()
+            .expect("binary runs"),
+    );
+    run.expect_code(3);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    run.expect_line(
+        "the TLS handshake with 127.0.0.1 failed: the server does not speak TLS on that port (plain http?)",
+        "and the proxy",
+    );
+    assert!(env.rows().values().all(|r| r.status != "retry"));
+}
+
+#[test]
 fn verbose_says_where_trust_comes_from_without_certificate_contents() {
     let pki = Pki::loopback();
     let env = pki.env();
@@ -199,8 +242,8 @@ fn verbose_says_where_trust_comes_from_without_certificate_contents() {
     );
     run.expect_code(0);
     let shown = ca.display().to_string();
-    run.expect_line(&format!("trust: SSL_CERT_FILE {shown}"), ": 1 certificates");
-    run.expect_line(&format!("trust: --ca-cert {shown}"), ": 1 certificates");
+    run.expect_line(&format!("trust: SSL_CERT_FILE {shown}"), ": 1 certificate");
+    run.expect_line(&format!("trust: --ca-cert {shown}"), ": 1 certificate");
     assert!(!run.stderr.contains("BEGIN CERTIFICATE"));
 }
 

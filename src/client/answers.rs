@@ -35,6 +35,17 @@ pub enum Fatal {
         /// What to do.
         advice: &'static str,
     },
+    /// The TLS handshake failed for another reason (no TLS on that port, no protocol in
+    /// common, a client certificate asked for): no retry can change that either.
+    #[error(
+        "the TLS handshake with {host} failed: {problem}; check --base-url (https:// and the port) and the proxy"
+    )]
+    Handshake {
+        /// The host the request went to.
+        host: String,
+        /// What failed.
+        problem: String,
+    },
 }
 
 /// A final result that stops the run, for the answers of every call.

@@ -12,6 +12,7 @@ mod answers;
 mod list;
 mod outage;
 mod redact;
+mod refused;
 mod retry;
 mod trust;
 mod window;
@@ -79,6 +80,8 @@ pub struct Client {
     sent: std::sync::atomic::AtomicU64,
     /// Where the trusted certificates came from, for `-v`.
     trusted: Vec<String>,
+    /// Who a refused certificate belongs to, for the message.
+    peer: refused::Peer,
     stop: Stop,
 }
 
@@ -97,9 +100,7 @@ impl Client {
         headers.insert(AUTH_HEADER, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let trust = trust::load(&options.trust)?;
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(trust.config)
             .default_headers(headers)
             .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
             .timeout(options.timeout)
@@ -117,7 +118,22 @@ impl Client {
                     .map_err(|_| ClientError::Setup(format!("proxy {proxy} is not usable")))?,
             ),
         };
+        // Plain http (the simulator on loopback) needs no trust: nothing is loaded or refused.
+        let (http, trusted) = if options.base_url.scheme() == "https" {
+            let trust = trust::load(&options.trust)?;
+            (http.use_preconfigured_tls(trust.config), trust.sources)
+        } else {
+            (http, vec!["not used: the API is plain http".to_string()])
+        };
         let http = http.build().map_err(|e| ClientError::Setup(describe(&e)))?;
+        let peer = refused::Peer {
+            host: options.base_url.host_str().unwrap_or_default().to_string(),
+            proxy: options
+                .proxy
+                .as_ref()
+                .filter(|p| p.expose().starts_with("https:"))
+                .map(ToString::to_string),
+        };
         Ok(Client {
             http,
             base: options.base_url.clone(),
@@ -128,7 +144,8 @@ impl Client {
             health: outage::Health::new(options.outage_timeout, options.concurrency.most()),
             window: Window::new(options.concurrency, options.rate),
             sent: std::sync::atomic::AtomicU64::new(0),
-            trusted: trust.sources,
+            trusted,
+            peer,
             secrets: redact::Secrets::new(
                 &options.credentials.username,
                 options.credentials.password.expose(),

@@ -337,13 +337,13 @@ impl Client {
         if streamed {
             request = request.timeout(MAX_STREAMED_TIME);
         }
-        request.send().await.map_err(|e| {
-            let host = self.base.host_str().unwrap_or_default();
-            match super::trust::refused(&e, host) {
+        request
+            .send()
+            .await
+            .map_err(|e| match super::refused::refused(&e, &self.peer) {
                 Some(fatal) => Unsent::Refused(fatal),
                 None => Unsent::Failed(describe(&e)),
-            }
-        })
+            })
     }
 }
 

@@ -1,9 +1,10 @@
 //! Which certificate authorities the client trusts, and what a refused certificate means.
 //!
 //! As other tools on the machine: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (in place of the
-//! system store, as OpenSSL reads them), else the system store, else (a machine without one) the
-//! Mozilla roots compiled in; `--ca-cert` adds its certificates to whichever it is. There is no
-//! way to turn verification off.
+//! system store, as OpenSSL reads them), else the system store (the bundle file Linux
+//! distributions keep), else (a machine without one) the Mozilla roots compiled in; `--ca-cert`
+//! adds its certificates to whichever it is. Every file is read as untrusted: a regular file, of
+//! bounded size. There is no way to turn verification off.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -13,12 +14,13 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use thiserror::Error;
 
-use super::answers::Fatal;
 use crate::config::TrustOptions;
 use crate::user::escape;
 
-/// Largest `--ca-cert` file read: a bundle of every public CA is under 300 KiB.
+/// Largest certificate file read: a bundle of every public CA is under 300 KiB.
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most entries of an `SSL_CERT_DIR` looked at (a hashed directory holds a few hundred).
+const MAX_DIR_ENTRIES: usize = 100_000;
 
 /// Why the trusted certificates could not be loaded: the run stops before any request.
 #[derive(Debug, Error)]
@@ -34,7 +36,9 @@ pub enum TrustError {
         reason: String,
     },
     /// It was read but holds no certificate.
-    #[error("{from} names {path}, which holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    #[error(
+        "{from} names {path}, which holds no usable certificate (PEM, -----BEGIN CERTIFICATE-----)"
+    )]
     Empty {
         /// `--ca-cert`, `SSL_CERT_FILE` or `SSL_CERT_DIR`.
         from: &'static str,
@@ -54,91 +58,130 @@ pub struct Trust {
     pub sources: Vec<String>,
 }
 
-/// Loads the certificates `options` name into a TLS configuration.
+/// Loads the certificates `options` name into a TLS configuration (HTTP/2 offered, as reqwest
+/// does with configurations it builds itself).
 pub fn load(options: &TrustOptions) -> Result<Trust, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
-    let mut sources = Vec::new();
-    sources.push(base_roots(options, &mut roots)?);
+    let mut sources = base_roots(options, &mut roots)?;
     if let Some(path) = &options.ca_cert {
-        let certs = read_pem_file("--ca-cert", path)?;
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(TrustError::Empty {
-                from: "--ca-cert",
-                path: shown(path),
-            });
-        }
-        sources.push(format!("--ca-cert {}: {added} certificates", shown(path)));
+        let added = add_file(&mut roots, "--ca-cert", path)?;
+        sources.push(format!("--ca-cert {}: {}", shown(path), count(added)));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TrustError::Setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Trust { config, sources })
 }
 
-/// The roots before `--ca-cert`: the environment's files, or the system store, or the bundled
-/// ones; says which, with how many.
+/// The roots before `--ca-cert`, and one line per source: the environment's files, or the
+/// system store, or the bundled ones.
 fn base_roots(
     options: &TrustOptions,
     roots: &mut rustls::RootCertStore,
-) -> Result<String, TrustError> {
+) -> Result<Vec<String>, TrustError> {
     if options.cert_file.is_some() || !options.cert_dirs.is_empty() {
         let mut named = Vec::new();
         if let Some(file) = &options.cert_file {
-            let (added, _) =
-                roots.add_parsable_certificates(from_paths("SSL_CERT_FILE", Some(file), None)?);
-            named.push(format!(
-                "SSL_CERT_FILE {}: {added} certificates",
-                shown(file)
-            ));
+            let added = add_file(roots, "SSL_CERT_FILE", file)?;
+            named.push(format!("SSL_CERT_FILE {}: {}", shown(file), count(added)));
         }
         for dir in &options.cert_dirs {
-            let (added, _) =
-                roots.add_parsable_certificates(from_paths("SSL_CERT_DIR", None, Some(dir))?);
-            named.push(format!("SSL_CERT_DIR {}: {added} certificates", shown(dir)));
+            named.push(match add_dir(roots, dir) {
+                Some(added) => format!("SSL_CERT_DIR {}: {}", shown(dir), count(added)),
+                // As OpenSSL: a directory that is not there is passed over.
+                None => format!("SSL_CERT_DIR {}: not a directory, passed over", shown(dir)),
+            });
         }
-        return Ok(named.join(", "));
+        if roots.is_empty() {
+            return Err(TrustError::Empty {
+                from: "SSL_CERT_DIR",
+                path: options
+                    .cert_dirs
+                    .iter()
+                    .map(|d| shown(d))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            });
+        }
+        return Ok(named);
     }
-    let (added, _) =
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if added > 0 {
-        return Ok(format!("the system store: {added} certificates"));
+    if let Some((bundle, added)) = system_store(roots) {
+        return Ok(vec![format!(
+            "the system store ({bundle}): {}",
+            count(added)
+        )]);
     }
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    Ok(format!(
-        "the system store has none; the bundled Mozilla roots: {} certificates",
-        roots.len()
-    ))
+    Ok(vec![format!(
+        "the system store has none; the bundled Mozilla roots: {}",
+        count(roots.len())
+    )])
 }
 
-/// Certificates from `SSL_CERT_FILE` or one `SSL_CERT_DIR` directory; none or unreadable is an
-/// error, as it is for curl: the variable says the operator meant it.
-fn from_paths(
+/// The system's bundle of trusted CAs: the first of the places Linux distributions keep it
+/// that holds a certificate (read as [`add_file`] reads, never a stream or a huge file).
+fn system_store(roots: &mut rustls::RootCertStore) -> Option<(String, usize)> {
+    const BUNDLES: [&str; 6] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+        "/usr/local/share/certs/ca-root-nss.crt",
+    ];
+    BUNDLES.iter().find_map(|bundle| {
+        let added = add_file(roots, "the system store", Path::new(bundle)).ok()?;
+        Some((bundle.to_string(), added))
+    })
+}
+
+/// Adds the certificates of one PEM file; a file that cannot be read, is not PEM, or holds no
+/// usable certificate is an error (the operator named it, as curl sees it).
+fn add_file(
+    roots: &mut rustls::RootCertStore,
     from: &'static str,
-    file: Option<&Path>,
-    dir: Option<&Path>,
-) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let path = file.or(dir).map(shown).unwrap_or_default();
-    let loaded = rustls_native_certs::load_certs_from_paths(file, dir);
-    if let Some(error) = loaded.errors.first()
-        && loaded.certs.is_empty()
-    {
-        return Err(TrustError::Unreadable {
+    path: &Path,
+) -> Result<usize, TrustError> {
+    let certs = read_pem_file(from, path)?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(TrustError::Empty {
             from,
-            path,
-            reason: escape(&error.to_string()),
+            path: shown(path),
         });
     }
-    if loaded.certs.is_empty() {
-        return Err(TrustError::Empty { from, path });
-    }
-    Ok(loaded.certs)
+    Ok(added)
 }
 
-/// The certificates of a PEM file, read to at most [`MAX_CA_FILE_BYTES`].
+/// Adds the certificates of every regular file of a directory that is PEM (others are passed
+/// over, as OpenSSL does), each file once however many links name it; `None` when it is not a
+/// directory.
+fn add_dir(roots: &mut rustls::RootCertStore, dir: &Path) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt as _;
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut added = 0;
+    for entry in entries.flatten().take(MAX_DIR_ENTRIES) {
+        let path = entry.path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        if let Ok(certs) = read_pem_file("SSL_CERT_DIR", &path) {
+            added += roots.add_parsable_certificates(certs).0;
+        }
+    }
+    Some(added)
+}
+
+/// The certificates of a PEM file: a regular file (a FIFO would block the run, a device never
+/// end), read to at most [`MAX_CA_FILE_BYTES`].
 fn read_pem_file(
     from: &'static str,
     path: &Path,
@@ -148,6 +191,10 @@ fn read_pem_file(
         path: shown(path),
         reason,
     };
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("it is not a regular file".into()));
+    }
     let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut bytes = Vec::new();
     file.take(MAX_CA_FILE_BYTES + 1)
@@ -159,63 +206,21 @@ fn read_pem_file(
             MAX_CA_FILE_BYTES >> 20
         )));
     }
+    // The PEM parser's errors quote the bytes it choked on: a reason of our own instead.
     CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unreadable(format!("not PEM ({e})")))
+        .map_err(|_| unreadable("it is not PEM (a section is cut off or malformed)".into()))
+}
+
+/// "1 certificate", "2 certificates".
+fn count(n: usize) -> String {
+    match n {
+        1 => "1 certificate".to_string(),
+        n => format!("{n} certificates"),
+    }
 }
 
 /// A path as a message shows it: escaped, since it came from the environment or the command line.
 fn shown(path: &Path) -> String {
     escape(&path.display().to_string())
-}
-
-/// The stop a certificate error means, if that is why a request failed: unknown issuer,
-/// expired or not yet valid, another name, revoked (the TLS library's error, wherever it sits in
-/// the chain of causes).
-pub(super) fn refused(error: &reqwest::Error, host: &str) -> Option<Fatal> {
-    match tls_error(error)? {
-        rustls::Error::InvalidCertificate(problem) => Some(certificate(host, problem)),
-        _ => None,
-    }
-}
-
-/// The TLS library's error among the causes: I/O errors hide the error they wrap from
-/// `source()` (and wrap each other), so each is opened too.
-fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(found) = error.downcast_ref::<rustls::Error>() {
-        return Some(found);
-    }
-    let wrapped = error
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| tls_error(inner));
-    wrapped.or_else(|| error.source().and_then(tls_error))
-}
-
-/// A certificate problem in words, with what to do about it.
-fn certificate(host: &str, problem: &rustls::CertificateError) -> Fatal {
-    use rustls::CertificateError as E;
-    const TRUST: &str = "if a TLS-inspecting proxy sits in between, install its CA in the system store, set SSL_CERT_FILE, or pass --ca-cert";
-    let (problem, advice) = match problem {
-        E::UnknownIssuer => ("it is issued by a CA this machine does not trust", TRUST),
-        E::Expired | E::ExpiredContext { .. } => (
-            "it has expired",
-            "check the machine's clock, or tell whoever runs the server",
-        ),
-        E::NotValidYet | E::NotValidYetContext { .. } => (
-            "it is not valid yet",
-            "check the machine's clock, or tell whoever runs the server",
-        ),
-        E::NotValidForName | E::NotValidForNameContext { .. } => (
-            "it is for another name",
-            "check --base-url (the host must be the one the certificate names)",
-        ),
-        E::Revoked => ("it has been revoked", "tell whoever runs the server"),
-        _ => ("it is not valid", TRUST),
-    };
-    Fatal::Certificate {
-        host: escape(host),
-        problem: problem.to_string(),
-        advice,
-    }
 }
