@@ -89,43 +89,7 @@ impl Client {
     /// Builds a client: one keep-alive connection per concurrency slot, explicit timeouts, no
     /// redirects (a redirected POST would silently turn into a GET).
     pub fn new(options: &ClientOptions, stop: Stop) -> Result<Client, ClientError> {
-        let mut auth = HeaderValue::from_str(&format!(
-            "{}:{}",
-            options.credentials.username,
-            options.credentials.password.expose()
-        ))
-        .map_err(|_| ClientError::BadCredentials)?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTH_HEADER, auth);
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
-            .timeout(options.timeout)
-            // Also between reads: the user list, which may stream for longer than `timeout`, is
-            // bounded by this instead (see `retry::Answer::STREAMED`).
-            .read_timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(options.concurrency.most())
-            .redirect(reqwest::redirect::Policy::none());
-        // The proxy was decided by the config; nothing here reads the environment.
-        let http = match &options.proxy {
-            None => http.no_proxy(),
-            Some(proxy) => http.proxy(
-                reqwest::Proxy::https(proxy.expose())
-                    .map_err(|_| ClientError::Setup(format!("proxy {proxy} is not usable")))?,
-            ),
-        };
-        // Plain http (the simulator on loopback) needs no trust: nothing is loaded or refused.
-        let (http, trusted) = if options.base_url.scheme() == "https" {
-            let trust = trust::load(&options.trust)?;
-            (http.use_preconfigured_tls(trust.config), trust.sources)
-        } else {
-            (http, vec!["not used: the API is plain http".to_string()])
-        };
-        let http = http.build().map_err(|e| ClientError::Setup(describe(&e)))?;
+        let (http, trusted) = http_client(options)?;
         let peer = refused::Peer {
             host: options.base_url.host_str().unwrap_or_default().to_string(),
             proxy: options
@@ -241,6 +205,48 @@ impl Client {
             Buffered(|status, wait, body: &[u8]| classify_delete(status, wait, body, service_id));
         self.with_retries(Method::DELETE, url, None, answer).await
     }
+}
+
+/// The HTTP client with its headers, timeouts, proxy and trust; and where the trust came from.
+fn http_client(options: &ClientOptions) -> Result<(reqwest::Client, Vec<String>), ClientError> {
+    let mut auth = HeaderValue::from_str(&format!(
+        "{}:{}",
+        options.credentials.username,
+        options.credentials.password.expose()
+    ))
+    .map_err(|_| ClientError::BadCredentials)?;
+    auth.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTH_HEADER, auth);
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("verigator-sync/", env!("CARGO_PKG_VERSION")))
+        .timeout(options.timeout)
+        // Also between reads: the user list, which may stream for longer than `timeout`, is
+        // bounded by this instead (see `retry::Answer::STREAMED`).
+        .read_timeout(options.timeout)
+        .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(options.concurrency.most())
+        .redirect(reqwest::redirect::Policy::none());
+    // The proxy was decided by the config; nothing here reads the environment.
+    let http = match &options.proxy {
+        None => http.no_proxy(),
+        Some(proxy) => http.proxy(
+            reqwest::Proxy::https(proxy.expose())
+                .map_err(|_| ClientError::Setup(format!("proxy {proxy} is not usable")))?,
+        ),
+    };
+    // Plain http (the simulator on loopback) needs no trust: nothing is loaded or refused.
+    let (http, trusted) = if options.base_url.scheme() == "https" {
+        let trust = trust::load(&options.trust)?;
+        (http.use_preconfigured_tls(trust.config), trust.sources)
+    } else {
+        (http, vec!["not used: the API is plain http".to_string()])
+    };
+    let http = http.build().map_err(|e| ClientError::Setup(describe(&e)))?;
+    Ok((http, trusted))
 }
 
 /// Describes a transport error without its URL (which is not secret, but noisy) and with its causes.
