@@ -73,7 +73,7 @@ fn kind_in(meta: &Metadata, national: &str) -> Type {
             continue;
         }
         return match kind {
-            Type::FixedLine if mobile || same_pattern(d.fixed_line(), d.mobile()) => {
+            Type::FixedLine if mobile || same_pattern(meta) => {
                 Type::FixedLineOrMobile
             }
             other => other,
@@ -82,16 +82,24 @@ fn kind_in(meta: &Metadata, national: &str) -> Type {
     Type::Unknown
 }
 
-fn same_pattern(a: Option<&Descriptor>, b: Option<&Descriptor>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            let compact = |d: &Descriptor| -> String {
-                d.national_number().as_str().split_whitespace().collect()
-            };
-            compact(a) == compact(b)
+/// Whether a region's fixed lines and mobiles share one pattern (libphonenumber then calls its
+/// numbers fixed line or mobile): decided once per region, the patterns being kilobytes long.
+fn same_pattern(meta: &Metadata) -> bool {
+    static CACHE: std::sync::LazyLock<Mutex<HashMap<usize, bool>>> =
+        std::sync::LazyLock::new(Mutex::default);
+    let key = std::ptr::from_ref(meta) as usize;
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *cache.entry(key).or_insert_with(|| {
+        let d = meta.descriptors();
+        let compact =
+            |d: &Descriptor| -> String { d.national_number().as_str().split_whitespace().collect() };
+        match (d.fixed_line(), d.mobile()) {
+            (Some(a), Some(b)) => compact(a) == compact(b),
+            _ => false,
         }
-        _ => false,
-    }
+    })
 }
 
 /// Whether a national number is one a description describes: a length it has and its pattern,
