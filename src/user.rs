@@ -100,7 +100,8 @@ pub fn folded(id: &str) -> std::borrow::Cow<'_, str> {
             false => std::borrow::Cow::Borrowed(id),
         };
     }
-    let decomposed: String = id.nfd().collect();
+    // Leading and trailing spaces of other scripts (no-break, ideographic) are not the id's.
+    let decomposed: String = id.trim().nfd().collect();
     caseless::default_case_fold_str(&decomposed)
         .nfc()
         .collect::<String>()

@@ -29,7 +29,7 @@ fn remote_ids(env: &Env) -> Vec<String> {
 fn suspect_lines(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
-        .filter(|l| l.contains("suspect duplicate"))
+        .filter(|l| l.contains("suspect duplicate: the same as"))
         .collect()
 }
 
@@ -243,4 +243,84 @@ fn an_id_in_another_encoding_says_which_to_save_as() {
     );
     // Bytes of another encoding in a column the importer does not use pass.
     assert_eq!(run.count("synced"), 1);
+}
+
+#[test]
+fn a_spelling_held_back_keeps_the_first_from_prune_and_a_deleted_one_blocks_nothing() {
+    let env = Env::new();
+    let night1 = "id_in_service,phone_number\nAlice@x.com,+37251234567\nbob@x.com,+37251234568\n";
+    env.import(&env.file("n1.csv", night1), &[]).expect_code(0);
+    // The export now spells Alice in lower case: held back, and Alice stands for her.
+    let night2 = env.file("n2.csv", night1.replace("Alice", "alice"));
+    let run = env.import(
+        &night2,
+        &[
+            "--prune",
+            "--max-delete",
+            "100%",
+            "--on-suspect-duplicate",
+            "skip",
+        ],
+    );
+    assert_eq!(run.count("suspect_duplicates"), 1, "{}", run.stderr);
+    assert_eq!(run.count("deleted"), 0, "{}", run.stderr);
+    assert_eq!(remote_ids(&env), ["Alice@x.com", "bob@x.com"]);
+    // Alice leaves; once deleted she is no one's other spelling.
+    let night3 = env.file(
+        "n3.csv",
+        "id_in_service,phone_number\nbob@x.com,+37251234568\n",
+    );
+    let run = env.import(&night3, &["--prune", "--max-delete", "100%"]);
+    assert_eq!(run.count("deleted"), 1, "{}", run.stderr);
+    let run = env.import(&night2, &["--on-suspect-duplicate", "skip"]);
+    run.expect_code(0);
+    assert_eq!(run.count("suspect_duplicates"), 0, "{}", run.stderr);
+    assert_eq!(remote_ids(&env), ["alice@x.com", "bob@x.com"]);
+}
+
+#[test]
+fn a_spelling_refused_for_its_phone_is_no_first_spelling() {
+    let env = Env::new();
+    // A fixed line, refused by --mobile-only, then the same person with a mobile.
+    let csv = env.file(
+        "users.csv",
+        "id_in_service,phone_number\nAlice@x.com,+3726123456\nalice@x.com,+37251234567\n",
+    );
+    let run = env.import(&csv, &["--mobile-only", "--on-suspect-duplicate", "skip"]);
+    run.expect_code(1);
+    assert_eq!(run.count("invalid"), 1);
+    assert_eq!(run.count("suspect_duplicates"), 0, "{}", run.stderr);
+    assert_eq!(remote_ids(&env), ["alice@x.com"]);
+}
+
+#[test]
+fn fail_upgrades_an_older_ledger_before_looking() {
+    let env = Env::new();
+    let night1 = env.file(
+        "n1.csv",
+        "id_in_service,phone_number\nAlice@x.com,+37251234567\n",
+    );
+    env.import(&night1, &[]).expect_code(0);
+    // As a ledger of the version before folded keys.
+    rusqlite::Connection::open(env.ledger())
+        .and_then(|c| {
+            c.execute_batch(
+                "DROP INDEX users_folded; ALTER TABLE users DROP COLUMN folded; PRAGMA user_version = 5;",
+            )
+        })
+        .expect("downgrade");
+    let night2 = env.file(
+        "n2.csv",
+        "id_in_service,phone_number\naLIce@x.com,+37251234567\ncarol@x.com,+37251234569\n",
+    );
+    let plan = env.import(&night2, &["--dry-run"]);
+    assert!(
+        plan.stderr
+            .contains("this ledger predates suspect duplicates"),
+        "{}",
+        plan.stderr
+    );
+    let run = env.import(&night2, &["--on-suspect-duplicate", "fail"]);
+    run.expect_code(2);
+    assert_eq!(env.sim.stats().create_requests, 1, "only night 1's");
 }

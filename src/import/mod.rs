@@ -73,7 +73,7 @@ pub enum ImportError {
     Client(#[from] ClientError),
     /// `--on-suspect-duplicate fail` found other spellings of ids: nothing was sent.
     #[error(
-        "{count} suspect duplicates (ids equal after Unicode normalisation and case folding, the first {} listed above): nothing sent (--on-suspect-duplicate fail); fix the file, or pass --on-suspect-duplicate send or skip",
+        "{count} suspect duplicates (ids equal after Unicode normalisation and case folding, the first {} listed above; --dry-run --report FILE lists them all): nothing sent (--on-suspect-duplicate fail); fix the file, or pass --on-suspect-duplicate send or skip",
         listed.len()
     )]
     SuspectDuplicates {
@@ -139,6 +139,10 @@ async fn look_for_suspects(config: &ImportConfig) -> Result<(), ImportError> {
         verbosity: Verbosity::Quiet,
         ..config.clone()
     };
+    // The plan reads the ledger as it is: upgraded first, so that it holds every id's folded key.
+    if config.ledger.exists() {
+        drop(Ledger::open_for_import(&config.ledger)?);
+    }
     let planned = Box::pin(run_once(&look)).await?;
     if planned.suspect_duplicates == 0 {
         return Ok(());
@@ -279,7 +283,7 @@ impl<'a> Run<'a> {
                 (Some(writer), Some(events), Some(run_id))
             }
         };
-        let run = Run {
+        let mut run = Run {
             config,
             planner: Planner::new(config.mode)?,
             writer,
@@ -318,6 +322,15 @@ impl<'a> Run<'a> {
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };
+        if looking
+            .first()
+            .and_then(Option::as_ref)
+            .is_some_and(|ledger| !ledger.knows_spellings())
+        {
+            run.progress.warn(
+                "warning: this ledger predates suspect duplicates: a plan does not check ids against the other spellings it holds until an import upgrades it",
+            );
+        }
         Ok((run, looking))
     }
 }

@@ -177,6 +177,7 @@ impl Planner {
                 let same = phone == user.phone_number;
                 return Ok(duplicate(user, first, same));
             }
+            let twin_row = twin.as_ref().map(|t| t.rowid);
             let suspect = self.other_spelling(&user.id_in_service, twin)?;
             if let Some(other) = &suspect {
                 self.suspects += 1;
@@ -187,6 +188,12 @@ impl Planner {
                     ));
                 }
                 if self.mode.on_suspect != OnSuspect::Send {
+                    // Held back, it is no first occurrence (a repeat is judged again), and the
+                    // spelling that stands for this person stays in the file for `--prune`.
+                    self.pending.remove(&user.id_in_service);
+                    if let Some(rowid) = twin_row {
+                        self.seen.mention(rowid);
+                    }
                     let reason = format!(
                         "suspect duplicate: the same as {other} after Unicode normalisation and case folding; not sent (--on-suspect-duplicate {})",
                         self.mode.on_suspect.as_str()
@@ -199,7 +206,6 @@ impl Planner {
                     });
                 }
             }
-            self.spellings.note(&user.id_in_service, line)?;
             return Ok(Decision::Send(Job {
                 line,
                 user,
@@ -212,6 +218,15 @@ impl Planner {
             }));
         };
         Ok(self.decide_known(entry, line, user))
+    }
+
+    /// Notes that a new id is sent (not refused for its phone or held back by `--limit`): its
+    /// spelling is the one later spellings are compared with.
+    pub fn sending(&mut self, job: &Job) -> Result<(), ScratchError> {
+        if job.known {
+            return Ok(());
+        }
+        self.spellings.note(&job.user.id_in_service, job.line)
     }
 
     /// Suspect duplicates met so far (sent with a warning, skipped, or to stop the run).

@@ -169,12 +169,12 @@ impl Run<'_> {
                 );
                 None
             }
-            Decision::Send(job) => self.sendable(job),
+            Decision::Send(job) => self.sendable(job)?,
         })
     }
 
     /// A row the plan would send: held back past `--limit`, only counted on a dry run.
-    fn sendable(&mut self, job: Job) -> Option<Job> {
+    fn sendable(&mut self, job: Job) -> Result<Option<Job>, ImportError> {
         if self
             .config
             .mode
@@ -188,10 +188,13 @@ impl Run<'_> {
                 job.user.phone_as_written(),
             );
             self.note(line, id, phone, Outcome::Pending, Some(reason), false);
-            return None;
+            return Ok(None);
         }
-        let job = self.check_suspect(job);
-        let mut job = self.check_phone(job)?;
+        let Some(job) = self.check_phone(job) else {
+            return Ok(None);
+        };
+        let mut job = self.check_suspect(job);
+        self.planner.sending(&job)?;
         // Counted when decided, so that --limit holds back exactly the rows beyond N.
         self.counts.sent += 1;
         if self.config.mode.dry_run {
@@ -210,9 +213,9 @@ impl Run<'_> {
                 ),
                 None => self.finished += 1,
             }
-            return None;
+            return Ok(None);
         }
-        Some(job)
+        Ok(Some(job))
     }
 
     /// Checks a row about to be sent against what libphonenumber knows of its number: one in no
@@ -250,11 +253,7 @@ impl Run<'_> {
                 mask_phone(phone)
             ));
         }
-        let warning = format!("phone warning: {warning}");
-        job.warning = Some(match job.warning.take() {
-            Some(earlier) => format!("{earlier}; {warning}"),
-            None => warning,
-        });
+        job.warning = Some(format!("phone warning: {warning}"));
         Some(job)
     }
 
@@ -276,7 +275,10 @@ impl Run<'_> {
                 mask_phone(job.user.phone_as_written())
             ));
         }
-        job.warning = Some(warning);
+        job.warning = Some(match job.warning.take() {
+            Some(phone) => format!("{warning}; {phone}"),
+            None => warning,
+        });
         job
     }
 

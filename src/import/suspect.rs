@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::scratch::ScratchError;
 use crate::user::{fold_key, folded};
@@ -34,7 +34,8 @@ impl Spellings {
         conn.execute_batch(
             "PRAGMA cache_size = -2000; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
              CREATE TABLE spellings (key INTEGER NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL,
-                                     PRIMARY KEY (key, id)) WITHOUT ROWID;",
+                                     PRIMARY KEY (key, id)) WITHOUT ROWID;
+             CREATE INDEX spellings_first ON spellings (key, line);",
         )?;
         Ok(Spellings::Disk(conn))
     }
@@ -48,17 +49,16 @@ impl Spellings {
                 .filter(|(_, spelling)| same_person(spelling, id))
                 .cloned()),
             Spellings::Disk(conn) => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT line, id FROM spellings WHERE key = ?1 AND id <> ?2 ORDER BY line",
-                )?;
-                let rows = stmt.query_map(params![key, id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                for row in rows {
-                    let (line, spelling): (u64, String) = row?;
-                    if same_person(&spelling, id) {
-                        return Ok(Some((line, spelling)));
-                    }
-                }
-                Ok(None)
+                // The first by line, through the index: many spellings of one key cost no more
+                // than one.
+                let first: Option<(u64, String)> = conn
+                    .prepare_cached(
+                        "SELECT line, id FROM spellings WHERE key = ?1 AND id <> ?2
+                         ORDER BY line LIMIT 1",
+                    )?
+                    .query_row(params![key, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                Ok(first.filter(|(_, spelling)| same_person(spelling, id)))
             }
         }
     }

@@ -134,9 +134,14 @@ pub struct Twin {
 }
 
 impl Ledger {
-    /// For each id, another spelling of it the ledger holds for the service (the first written),
-    /// if any: one statement for the chunk, through the folded keys' index. A ledger older than
-    /// schema 6 (a dry run does not upgrade it) has no keys: nothing is found.
+    /// Whether it keeps each id's folded key (schema 6), so that other spellings can be found.
+    pub fn knows_spellings(&self) -> bool {
+        self.schema >= super::WITH_FOLDED
+    }
+
+    /// For each id, another spelling of it the ledger holds for the service (the first written)
+    /// for a user who has or may have an account, if any: one statement for the chunk. A ledger
+    /// older than schema 6 (a dry run does not upgrade it) has no keys: nothing is found.
     pub fn twins(
         &mut self,
         service_id: &str,
@@ -146,8 +151,11 @@ impl Ledger {
         if ids.is_empty() || self.schema < super::WITH_FOLDED {
             return Ok(found);
         }
-        let keys: Vec<i64> = ids.iter().map(|id| crate::user::fold_key(id)).collect();
-        let list = serde_json::to_string(&keys).map_err(|e| LedgerError::Io {
+        let pairs: Vec<(i64, &str)> = ids
+            .iter()
+            .map(|id| (crate::user::fold_key(id), *id))
+            .collect();
+        let list = serde_json::to_string(&pairs).map_err(|e| LedgerError::Io {
             path: self.path.clone(),
             source: e.into(),
         })?;
@@ -155,10 +163,16 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
+                // One row per id, the first written, through the folded keys' index: many
+                // spellings of one key cost no more than one. Only users who hold (or may hold)
+                // an account at Verigator count: not those refused or deleted.
                 "SELECT j.key, u.rowid, u.id_in_service, u.updated_at
                  FROM json_each(?2) AS j CROSS JOIN users AS u
-                   ON u.service_id = ?1 AND u.folded = j.value
-                 ORDER BY j.key, u.rowid",
+                   ON u.rowid = (SELECT rowid FROM users
+                                 WHERE service_id = ?1 AND folded = j.value ->> 0
+                                   AND id_in_service <> j.value ->> 1
+                                   AND status IN ('synced', 'present', 'retry')
+                                 ORDER BY rowid LIMIT 1)",
             )
             .map_err(|e| sqlite(path, e))?;
         let mut rows = stmt
@@ -171,10 +185,7 @@ impl Ledger {
             };
             let twin: String = r.get(2).map_err(|e| sqlite(path, e))?;
             // The key is a hash: the spellings themselves must fold alike.
-            if slot.is_some()
-                || twin == *id
-                || crate::user::folded(&twin) != crate::user::folded(id)
-            {
+            if crate::user::folded(&twin) != crate::user::folded(id) {
                 continue;
             }
             *slot = Some(Twin {

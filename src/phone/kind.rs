@@ -73,9 +73,7 @@ fn kind_in(meta: &Metadata, national: &str) -> Type {
             continue;
         }
         return match kind {
-            Type::FixedLine if mobile || same_pattern(meta) => {
-                Type::FixedLineOrMobile
-            }
+            Type::FixedLine if mobile || same_pattern(meta) => Type::FixedLineOrMobile,
             other => other,
         };
     }
@@ -93,8 +91,9 @@ fn same_pattern(meta: &Metadata) -> bool {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     *cache.entry(key).or_insert_with(|| {
         let d = meta.descriptors();
-        let compact =
-            |d: &Descriptor| -> String { d.national_number().as_str().split_whitespace().collect() };
+        let compact = |d: &Descriptor| -> String {
+            d.national_number().as_str().split_whitespace().collect()
+        };
         match (d.fixed_line(), d.mobile()) {
             (Some(a), Some(b)) => compact(a) == compact(b),
             _ => false,

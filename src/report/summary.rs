@@ -112,6 +112,13 @@ impl Summary {
             }
             writeln!(w, "{}", format!("  {name:<10}{n:>10}  {note}").trim_end())?;
         }
+        if self.suspect_duplicates > 0 {
+            writeln!(
+                w,
+                "  {} suspect duplicates: ids equal to another after Unicode normalisation and case folding (see the warnings; --report lists them)",
+                self.suspect_duplicates
+            )?;
+        }
         if self.unresolved_elsewhere > 0 {
             writeln!(
                 w,
@@ -148,7 +155,11 @@ impl Summary {
                 c.retry,
                 "transient failure; the next run resends".into(),
             ),
-            ("duplicate", c.duplicate, "id repeated in this file".into()),
+            (
+                "duplicate",
+                c.duplicate,
+                "id repeated in this file, or held back as another spelling of one".into(),
+            ),
             (
                 "changed",
                 c.changed,
