@@ -260,6 +260,20 @@ struct Run<'a> {
     service: Rc<str>,
 }
 
+/// The run's progress display. Rows are counted up front only when shown: a rerun without
+/// progress reads the file once.
+fn progress_of(config: &ImportConfig) -> Progress {
+    Progress::new(
+        config.progress,
+        config
+            .progress
+            .then(|| input::count_rows(&config.source))
+            .flatten(),
+        config.progress_interval,
+        config.mode.limit.is_none(),
+    )
+}
+
 impl<'a> Run<'a> {
     /// Opens the ledger (a dry run only reads it), registers the run and starts the writer; returns
     /// the run's state and the lookup stage's connections. The lookups' connections are opened
@@ -292,16 +306,7 @@ impl<'a> Run<'a> {
             outbox_since: Instant::now(),
             run_id,
             input: reader.name().to_string(),
-            // Counted up front only when shown: a rerun without progress reads the file once.
-            progress: Progress::new(
-                config.progress,
-                config
-                    .progress
-                    .then(|| input::count_rows(&config.source))
-                    .flatten(),
-                config.progress_interval,
-                config.mode.limit.is_none(),
-            ),
+            progress: progress_of(config),
             report,
             report_failure: None,
             counts: RunCounts::default(),
@@ -322,15 +327,21 @@ impl<'a> Run<'a> {
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };
+        run.warn_if_spellings_unknown(&looking);
+        Ok((run, looking))
+    }
+
+    /// A plan on a ledger older than schema 6 (it does not upgrade it) cannot find other
+    /// spellings of ids in it: says so rather than report none.
+    fn warn_if_spellings_unknown(&mut self, looking: &[Option<Ledger>]) {
         if looking
             .first()
             .and_then(Option::as_ref)
             .is_some_and(|ledger| !ledger.knows_spellings())
         {
-            run.progress.warn(
+            self.progress.warn(
                 "warning: this ledger predates suspect duplicates: a plan does not check ids against the other spellings it holds until an import upgrades it",
             );
         }
-        Ok((run, looking))
     }
 }

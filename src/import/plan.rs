@@ -177,47 +177,59 @@ impl Planner {
                 let same = phone == user.phone_number;
                 return Ok(duplicate(user, first, same));
             }
-            let twin_row = twin.as_ref().map(|t| t.rowid);
-            let suspect = self.other_spelling(&user.id_in_service, twin)?;
-            if let Some(other) = &suspect {
-                self.suspects += 1;
-                if self.listed.len() < MAX_SUSPECTS_LISTED {
-                    self.listed.push(format!(
-                        "{line}: {:?} is the same as {other}",
-                        user.id_in_service
-                    ));
-                }
-                if self.mode.on_suspect != OnSuspect::Send {
-                    // Held back, it is no first occurrence (a repeat is judged again), and the
-                    // spelling that stands for this person stays in the file for `--prune`.
-                    self.pending.remove(&user.id_in_service);
-                    if let Some(rowid) = twin_row {
-                        self.seen.mention(rowid);
-                    }
-                    let reason = format!(
-                        "suspect duplicate: the same as {other} after Unicode normalisation and case folding; not sent (--on-suspect-duplicate {})",
-                        self.mode.on_suspect.as_str()
-                    );
-                    return Ok(Decision::Keep {
-                        user,
-                        outcome: Outcome::Duplicate,
-                        reason: Some(reason),
-                        settled: false,
-                    });
-                }
-            }
-            return Ok(Decision::Send(Job {
-                line,
-                user,
-                replace: None,
-                known: false,
-                last_sent: None,
-                trip: Cell::default(),
-                warning: None,
-                suspect,
-            }));
+            return self.decide_new(line, user, twin);
         };
         Ok(self.decide_known(entry, line, user))
+    }
+
+    /// Decides for the first occurrence of an id the ledger does not hold: sent, unless it is
+    /// another spelling of an id of the file or the ledger and `--on-suspect-duplicate` holds
+    /// it back.
+    fn decide_new(
+        &mut self,
+        line: u64,
+        user: User,
+        twin: Option<Twin>,
+    ) -> Result<Decision, ScratchError> {
+        let twin_row = twin.as_ref().map(|t| t.rowid);
+        let suspect = self.other_spelling(&user.id_in_service, twin)?;
+        if let Some(other) = &suspect {
+            self.suspects += 1;
+            if self.listed.len() < MAX_SUSPECTS_LISTED {
+                self.listed.push(format!(
+                    "{line}: {:?} is the same as {other}",
+                    user.id_in_service
+                ));
+            }
+            if self.mode.on_suspect != OnSuspect::Send {
+                // Held back, it is no first occurrence (a repeat is judged again), and the
+                // spelling that stands for this person stays in the file for `--prune`.
+                self.pending.remove(&user.id_in_service);
+                if let Some(rowid) = twin_row {
+                    self.seen.mention(rowid);
+                }
+                let reason = format!(
+                    "suspect duplicate: the same as {other} after Unicode normalisation and case folding; not sent (--on-suspect-duplicate {})",
+                    self.mode.on_suspect.as_str()
+                );
+                return Ok(Decision::Keep {
+                    user,
+                    outcome: Outcome::Duplicate,
+                    reason: Some(reason),
+                    settled: false,
+                });
+            }
+        }
+        Ok(Decision::Send(Job {
+            line,
+            user,
+            replace: None,
+            known: false,
+            last_sent: None,
+            trip: Cell::default(),
+            warning: None,
+            suspect,
+        }))
     }
 
     /// Notes that a new id is sent (not refused for its phone or held back by `--limit`): its
