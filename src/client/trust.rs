@@ -21,6 +21,8 @@ use crate::user::escape;
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most entries of an `SSL_CERT_DIR` looked at (a hashed directory holds a few hundred).
 const MAX_DIR_ENTRIES: usize = 100_000;
+/// Most bytes read from an `SSL_CERT_DIR`'s files together.
+const MAX_DIR_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why the trusted certificates could not be loaded: the run stops before any request.
 #[derive(Debug, Error)]
@@ -109,7 +111,7 @@ fn base_roots(
         }
         return Ok(named);
     }
-    if let Some((bundle, added)) = system_store(roots) {
+    if let Some((bundle, added)) = system_store(roots)? {
         return Ok(vec![format!(
             "the system store ({bundle}): {}",
             count(added)
@@ -123,8 +125,10 @@ fn base_roots(
 }
 
 /// The system's bundle of trusted CAs: the first of the places Linux distributions keep it
-/// that holds a certificate (read as [`add_file`] reads, never a stream or a huge file).
-fn system_store(roots: &mut rustls::RootCertStore) -> Option<(String, usize)> {
+/// (read as [`add_file`] reads, never a stream or a huge file); `None` when there is none. One
+/// that is there but cannot be used is an error, as for curl: trusting the bundled roots
+/// instead would drop a company CA installed there, and bring back roots removed from it.
+fn system_store(roots: &mut rustls::RootCertStore) -> Result<Option<(String, usize)>, TrustError> {
     const BUNDLES: [&str; 6] = [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
@@ -133,10 +137,11 @@ fn system_store(roots: &mut rustls::RootCertStore) -> Option<(String, usize)> {
         "/etc/ssl/cert.pem",
         "/usr/local/share/certs/ca-root-nss.crt",
     ];
-    BUNDLES.iter().find_map(|bundle| {
-        let added = add_file(roots, "the system store", Path::new(bundle)).ok()?;
-        Some((bundle.to_string(), added))
-    })
+    let Some(bundle) = BUNDLES.iter().find(|b| Path::new(b).exists()) else {
+        return Ok(None);
+    };
+    let added = add_file(roots, "the system store", Path::new(bundle))?;
+    Ok(Some((bundle.to_string(), added)))
 }
 
 /// Adds the certificates of one PEM file; a file that cannot be read, is not PEM, or holds no
@@ -164,7 +169,7 @@ fn add_dir(roots: &mut rustls::RootCertStore, dir: &Path) -> Option<usize> {
     use std::os::unix::fs::MetadataExt as _;
     let entries = std::fs::read_dir(dir).ok()?;
     let mut seen = std::collections::HashSet::new();
-    let mut added = 0;
+    let (mut added, mut read) = (0, 0u64);
     for entry in entries.flatten().take(MAX_DIR_ENTRIES) {
         let path = entry.path();
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -172,6 +177,11 @@ fn add_dir(roots: &mut rustls::RootCertStore, dir: &Path) -> Option<usize> {
         };
         if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
             continue;
+        }
+        // A bound on the whole directory too: a hashed one holds well under a megabyte.
+        read += meta.len();
+        if read > MAX_DIR_BYTES {
+            break;
         }
         if let Ok(certs) = read_pem_file("SSL_CERT_DIR", &path) {
             added += roots.add_parsable_certificates(certs).0;

@@ -76,14 +76,20 @@ fn phone_at(bytes: &[u8], at: usize) -> Option<(usize, String)> {
     (!digits.is_empty()).then_some((end, digits))
 }
 
-/// Masks a phone number for log lines: `+3725****67`, or for a short number `+68****1`, so that
-/// at most half its digits show.
+/// Masks a phone number for log lines: `+3725****67`, `+68****1` for a short one, `079****56`
+/// for one written nationally, so that at most half its national digits show (the country code
+/// is no secret).
 pub fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
     if chars.len() <= 6 {
         return "*".repeat(chars.len());
     }
-    let (head, tail) = if chars.len() >= 11 { (5, 2) } else { (3, 1) };
+    let (head, tail) = match (phone.starts_with('+'), chars.len() >= 11) {
+        (true, true) => (5, 2),
+        (false, true) => (3, 2),
+        (true, false) => (3, 1),
+        (false, false) => (2, 1),
+    };
     let head: String = chars[..head].iter().collect();
     let tail: String = chars[chars.len() - tail..].iter().collect();
     crate::user::escape(&format!("{head}****{tail}"))
@@ -187,7 +193,7 @@ mod tests {
     fn masks_phones_inside_text() {
         assert_eq!(
             mask_phones_in("422: Invalid phone +37255555567 (also 37255555567), code 42"),
-            "422: Invalid phone +3725****67 (also 37255****67), code 42"
+            "422: Invalid phone +3725****67 (also 372****67), code 42"
         );
         assert_eq!(mask_phones_in("ünï 1234567 ok"), "ünï 1234567 ok");
         assert_eq!(
@@ -218,6 +224,9 @@ mod tests {
         assert_eq!(mask_phone("+123"), "****");
         // Niue's 7 digits: at most half of them show.
         assert_eq!(mask_phone("+6836831"), "+68****1");
+        // Written nationally, every digit is the number's own.
+        assert_eq!(mask_phone("07911 123456"), "079****56");
+        assert_eq!(mask_phone("888 4012"), "88****2");
         // What the file wrote is shown escaped: a line separator breaks no log line.
         assert_eq!(mask_phone("+\u{2028}3725555555"), "+\\u{2028}372****55");
     }

@@ -265,12 +265,13 @@ fn ascii(c: char) -> char {
 fn check_characters(text: &str) -> Result<(), String> {
     const EXTENSION: &str =
         "phone has an extension; an SMS cannot reach one: give the number alone";
-    // `~` and digits at the end: libphonenumber's extension (`~` elsewhere waits for a tone).
+    // `~` and up to 9 digits at the end (trailing punctuation aside): libphonenumber's
+    // extension (`~` elsewhere waits for a tone).
     let tilde_extension = text.rsplit_once('~').is_some_and(|(_, after)| {
         let digits = after
             .trim_start_matches([' ', ',', '-', ':', '.'])
-            .trim_end_matches('#');
-        (1..=7).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            .trim_end_matches(|c: char| !c.is_ascii_digit());
+        (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
     });
     if tilde_extension {
         return Err(EXTENSION.into());

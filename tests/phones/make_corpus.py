@@ -172,6 +172,9 @@ def main():
         # `~` and digits at the end is an extension; `~` in 8~10 is not.
         ("+43 1 234567~8", ""),
         ("8~10 44 20 7946 0958", "RU"),
+        ("+44 7911 123~456.", ""),
+        ("+33 6~12345678", ""),
+        ("06 12 34 56~78.", "FR"),
         # Whitespace other than spaces is not a number's.
         ("+372\t5123 4567", ""),
         ("+372\u20095123 4567", ""),
