@@ -291,6 +291,21 @@ fn a_spelling_refused_for_its_phone_is_no_first_spelling() {
     assert_eq!(run.count("invalid"), 1);
     assert_eq!(run.count("suspect_duplicates"), 0, "{}", run.stderr);
     assert_eq!(remote_ids(&env), ["alice@x.com"]);
+    // The other way round: the later spelling refused for its phone is no suspect sent.
+    let csv = env.file(
+        "again.csv",
+        "id_in_service,phone_number
+bob@x.com,+37251234568
+BOB@x.com,+3726123456
+",
+    );
+    let run = env.import(&csv, &["--mobile-only"]);
+    assert_eq!(run.count("suspect_duplicates"), 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("suspect duplicate: the same as"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

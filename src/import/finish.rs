@@ -187,7 +187,7 @@ impl Run<'_> {
             phone_warnings: self.phone_warnings,
             asked_rate: self.config.client.rate,
             not_mobile: self.not_mobile,
-            suspect_duplicates: self.planner.suspects(),
+            suspect_duplicates: self.planner.suspects() + self.suspects_sent,
             suspects_listed: self.planner.listed_suspects(),
         }
     }

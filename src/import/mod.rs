@@ -253,6 +253,8 @@ struct Run<'a> {
     pace: pace::PaceWatch,
     /// Of the rows checked before sending, those whose number is not a mobile.
     not_mobile: u64,
+    /// Suspect duplicates sent anyway (`--on-suspect-duplicate send`).
+    suspects_sent: u64,
     /// Ids that ended `changed` in this run (few): the end of the run does not count them again
     /// when their UserID is still unknown.
     changed: std::collections::HashSet<String>,
@@ -324,6 +326,7 @@ impl<'a> Run<'a> {
             phone_warnings: 0,
             pace: pace::PaceWatch::new(config.client.rate),
             not_mobile: 0,
+            suspects_sent: 0,
             changed: std::collections::HashSet::new(),
             service: Rc::from(config.service_id.as_str()),
         };

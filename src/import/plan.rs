@@ -194,7 +194,7 @@ impl Planner {
         let twin_row = twin.as_ref().map(|t| t.rowid);
         let suspect = self.other_spelling(&user.id_in_service, twin)?;
         if let Some(other) = &suspect {
-            self.suspects += 1;
+            // One sent anyway is counted when it is sent (its phone or --limit may hold it back).
             if self.listed.len() < MAX_SUSPECTS_LISTED {
                 self.listed.push(format!(
                     "{line}: {:?} is the same as {other}",
@@ -202,6 +202,7 @@ impl Planner {
                 ));
             }
             if self.mode.on_suspect != OnSuspect::Send {
+                self.suspects += 1;
                 // Held back, it is no first occurrence (a repeat is judged again), and the
                 // spelling that stands for this person stays in the file for `--prune`.
                 self.pending.remove(&user.id_in_service);
@@ -241,7 +242,7 @@ impl Planner {
         self.spellings.note(&job.user.id_in_service, job.line)
     }
 
-    /// Suspect duplicates met so far (sent with a warning, skipped, or to stop the run).
+    /// Suspect duplicates held back so far (skipped, or to stop the run).
     pub fn suspects(&self) -> u64 {
         self.suspects
     }

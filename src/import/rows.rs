@@ -263,6 +263,7 @@ impl Run<'_> {
         let Some(other) = job.suspect.take() else {
             return job;
         };
+        self.suspects_sent += 1;
         let warning = format!(
             "suspect duplicate: the same as {other} after Unicode normalisation and case folding"
         );

@@ -139,8 +139,9 @@ impl Ledger {
         self.schema >= super::WITH_FOLDED
     }
 
-    /// For each id, another spelling of it the ledger holds for the service (the first written)
-    /// for a user who has or may have an account, if any: one statement for the chunk. A ledger
+    /// For each id, another spelling of it the ledger holds for the service for a user who has an
+    /// account (else may have one: `retry`), the first written, if any: one statement for the
+    /// chunk, one index step per id. A ledger
     /// older than schema 6 (a dry run does not upgrade it) has no keys: nothing is found.
     pub fn twins(
         &mut self,
@@ -170,9 +171,9 @@ impl Ledger {
                  FROM json_each(?2) AS j CROSS JOIN users AS u
                    ON u.rowid = (SELECT rowid FROM users
                                  WHERE service_id = ?1 AND folded = j.value ->> 0
-                                   AND id_in_service <> j.value ->> 1
                                    AND status IN ('synced', 'present', 'retry')
-                                 ORDER BY rowid LIMIT 1)",
+                                   AND id_in_service <> j.value ->> 1
+                                 ORDER BY status = 'retry', rowid LIMIT 1)",
             )
             .map_err(|e| sqlite(path, e))?;
         let mut rows = stmt

@@ -38,6 +38,11 @@ fn fill_folded(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult
     for (rowid, key) in keys {
         update.execute(rusqlite::params![rowid, key])?;
     }
-    tx.execute_batch("CREATE INDEX users_folded ON users (service_id, folded)")?;
+    // Only users who hold or may hold an account, those with one first: the first such
+    // spelling of a key is one step, however many refused or deleted ones share it.
+    tx.execute_batch(
+        "CREATE INDEX users_folded ON users (service_id, folded, status = 'retry')
+             WHERE status IN ('synced', 'present', 'retry')",
+    )?;
     Ok(())
 }
