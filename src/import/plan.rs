@@ -90,9 +90,9 @@ pub struct Planner {
     committed: VecDeque<(u64, Vec<String>)>,
     /// New ids sent by this run, by folded key, that lookups may not see yet.
     spellings: Spellings,
-    /// Suspect duplicates met so far.
+    /// Suspect duplicates held back so far (those sent anyway are counted by the run).
     suspects: u64,
-    /// The first [`MAX_SUSPECTS_LISTED`] of them, as one line each.
+    /// The first [`MAX_SUSPECTS_LISTED`] suspect duplicates met, held back or not, one line each.
     listed: Vec<String>,
 }
 
