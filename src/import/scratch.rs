@@ -26,20 +26,27 @@ pub enum NewIds {
     Disk(Connection),
 }
 
+/// A private database in a temporary file that SQLite deletes on close, kept in a small cache,
+/// with `schema`: what a dry run holds of a file that grows with it.
+pub(super) fn temporary(schema: &str) -> Result<Connection, ScratchError> {
+    let conn = Connection::open("")?;
+    conn.execute_batch(
+        "PRAGMA cache_size = -2000; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+    )?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
 impl NewIds {
     /// In memory for a real run, on disk for a dry run.
     pub fn new(dry_run: bool) -> Result<NewIds, ScratchError> {
         if !dry_run {
             return Ok(NewIds::Memory(HashMap::default()));
         }
-        // "": a private database in a temporary file that SQLite deletes on close.
-        let conn = Connection::open("")?;
-        conn.execute_batch(
-            "PRAGMA cache_size = -2000; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-             CREATE TABLE new_ids (id TEXT PRIMARY KEY, line INTEGER NOT NULL, phone TEXT NOT NULL)
+        Ok(NewIds::Disk(temporary(
+            "CREATE TABLE new_ids (id TEXT PRIMARY KEY, line INTEGER NOT NULL, phone TEXT NOT NULL)
                  WITHOUT ROWID;",
-        )?;
-        Ok(NewIds::Disk(conn))
+        )?))
     }
 
     /// Notes `id` at `line` with `phone` unless it was seen before; returns the first line and

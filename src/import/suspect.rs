@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::scratch::ScratchError;
+use super::scratch::{ScratchError, temporary};
 use crate::user::{fold_key, folded};
 
 /// The first spelling of each folded id this run sent that lookups may not see yet.
@@ -29,15 +29,11 @@ impl Spellings {
         if !dry_run {
             return Ok(Spellings::Memory(HashMap::default()));
         }
-        // "": a private database in a temporary file that SQLite deletes on close.
-        let conn = Connection::open("")?;
-        conn.execute_batch(
-            "PRAGMA cache_size = -2000; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-             CREATE TABLE spellings (key INTEGER NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL,
+        Ok(Spellings::Disk(temporary(
+            "CREATE TABLE spellings (key INTEGER NOT NULL, id TEXT NOT NULL, line INTEGER NOT NULL,
                                      PRIMARY KEY (key, id)) WITHOUT ROWID;
              CREATE INDEX spellings_first ON spellings (key, line);",
-        )?;
-        Ok(Spellings::Disk(conn))
+        )?))
     }
 
     /// The line and id of an earlier spelling of `id` this run sent, if there is one.

@@ -95,10 +95,7 @@ impl Ledger {
         if ids.is_empty() {
             return Ok(found);
         }
-        let list = serde_json::to_string(ids).map_err(|e| LedgerError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
+        let list = self.json_list(ids)?;
         let path = &self.path;
         let mut stmt = self
             .conn
@@ -141,25 +138,22 @@ impl Ledger {
 
     /// For each id, another spelling of it the ledger holds for the service for a user who has an
     /// account (else may have one: `retry`), the first written, if any: one statement for the
-    /// chunk, one index step per id. A ledger
-    /// older than schema 6 (a dry run does not upgrade it) has no keys: nothing is found.
+    /// chunk, one index step per id. A ledger older than schema 6 (a dry run does not upgrade
+    /// it) has no keys: nothing is found.
     pub fn twins(
         &mut self,
         service_id: &str,
         ids: &[&str],
     ) -> Result<Vec<Option<Twin>>, LedgerError> {
         let mut found = vec![None; ids.len()];
-        if ids.is_empty() || self.schema < super::WITH_FOLDED {
+        if ids.is_empty() || !self.knows_spellings() {
             return Ok(found);
         }
         let pairs: Vec<(i64, &str)> = ids
             .iter()
             .map(|id| (crate::user::fold_key(id), *id))
             .collect();
-        let list = serde_json::to_string(&pairs).map_err(|e| LedgerError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
+        let list = self.json_list(&pairs)?;
         let path = &self.path;
         let mut stmt = self
             .conn
@@ -196,6 +190,16 @@ impl Ledger {
             });
         }
         Ok(found)
+    }
+}
+
+impl Ledger {
+    /// A chunk's values as the JSON array `json_each` reads: one statement for the chunk.
+    fn json_list<T: serde::Serialize + ?Sized>(&self, values: &T) -> Result<String, LedgerError> {
+        serde_json::to_string(values).map_err(|e| LedgerError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })
     }
 }
 
